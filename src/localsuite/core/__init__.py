@@ -1,0 +1,1 @@
+"""What every service shares: settings, errors, timeouts, retry, breaker, health, HTTP, metrics."""

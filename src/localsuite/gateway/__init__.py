@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: aliases → ordered backends, failover, breakers, metrics."""
