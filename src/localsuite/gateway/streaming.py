@@ -330,7 +330,9 @@ class StreamRelay:
         prefill = self.partial
         last = messages[-1] if messages else None
         if isinstance(last, dict) and last.get("role") == "assistant":
-            prefill = str(last.get("content") or "") + self.partial
+            # The client's own prefill: llama-server echoed it, so the partial holds it.
+            given = str(last.get("content") or "")
+            prefill = self.partial if self.partial.startswith(given) else given + self.partial
             messages[-1] = {**last, "content": prefill}
         else:
             messages.append({"role": "assistant", "content": prefill})
