@@ -21,7 +21,9 @@ def build_app(service: str, settings: Settings) -> tuple[FastAPI, int]:
 
         routing = load_routing(settings, os.environ)
         return create_gateway_app(settings, routing), settings.api_gateway_port
-    raise ConfigError(f"unknown service {service!r}; this build serves: {', '.join(PYTHON_SERVICES)}")
+    raise ConfigError(
+        f"unknown service {service!r}; this build serves: {', '.join(PYTHON_SERVICES)}"
+    )
 
 
 def serve(service: str, settings: Settings, port: int | None = None) -> None:

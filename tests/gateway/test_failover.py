@@ -5,14 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from localsuite.core.breaker import BreakerState
 from localsuite.gateway.upstream import Health
-from localsuite.testing.servers import wait_until
-
 from localsuite.testing.gateway_stack import Stack
+from localsuite.testing.servers import wait_until
 
 CONTEXT_ERROR = {
     "error": {
@@ -31,7 +29,9 @@ def test_plain_answer_names_backend_and_passes_body_through(stack: Stack) -> Non
     assert r.headers["x-localsuite-attempts"] == "1"
     assert r.json()["model"] == "primary"
     sent = stack.primary.requests[-1]
-    assert sent["cache_prompt"] is True and sent["grammar"] == 'root ::= "x"' and sent["n_probs"] == 2
+    assert (
+        sent["cache_prompt"] is True and sent["grammar"] == 'root ::= "x"' and sent["n_probs"] == 2
+    )
     assert sent["model"] == "chat-7b"
 
 
@@ -133,7 +133,9 @@ def test_silent_backend_costs_one_first_byte_timeout_for_streams(stack: Stack) -
     assert r.status_code == 200
     assert r.headers["x-localsuite-backend"] == "inference-code"
     assert text.rstrip().endswith("data: [DONE]")
-    assert elapsed < stack.gateway.settings.llm_request_timeout  # bounded by first-byte, not deadline
+    assert (
+        elapsed < stack.gateway.settings.llm_request_timeout
+    )  # bounded by first-byte, not deadline
 
 
 def test_hung_backend_is_detected_by_the_prober_for_plain_answers(stack: Stack) -> None:
@@ -215,7 +217,9 @@ def test_models_health_and_metrics(stack: Stack) -> None:
     assert {m["id"] for m in models["data"]} == {"chat-7b", "code-7b", "chat", "code"}
     assert health.status_code == 200
     assert health.json()["backends"]["inference-code"]["circuit"] == "closed"
-    assert 'localsuite_gateway_requests_total{alias="chat-7b",endpoint="chat",outcome="ok"}' in metrics
+    assert (
+        'localsuite_gateway_requests_total{alias="chat-7b",endpoint="chat",outcome="ok"}' in metrics
+    )
     assert 'localsuite_gateway_backend_up{backend="inference-chat"} 1.0' in metrics
 
 
@@ -263,5 +267,3 @@ def test_api_key_is_demanded_when_set(stack_factory: Any) -> None:
         assert client.get("/health/live").status_code == 200
     with stack.client(headers={"Authorization": "Bearer s3cret"}) as client:
         assert stack.chat(client).status_code == 200
-
-

@@ -45,7 +45,9 @@ def test_broken_stream_is_continued_on_the_next_backend(stack: Stack, fault: str
     continuation = stack.secondary.requests[-1]
     assert continuation["messages"][-1] == {"role": "assistant", "content": "the quick brown fox"}
     assert continuation["max_tokens"] == len(WORDS) - 4
-    assert stack.gateway.metrics.continuations.labels("inference-chat", "attempted")._value.get() == 1
+    assert (
+        stack.gateway.metrics.continuations.labels("inference-chat", "attempted")._value.get() == 1
+    )
 
 
 def test_stream_continuation_extends_a_client_prefill(stack: Stack) -> None:

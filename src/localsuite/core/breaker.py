@@ -93,10 +93,7 @@ class CircuitBreaker:
 
     def probe_succeeded(self) -> None:
         """A health probe passed: an open breaker past its cooldown may try a request."""
-        if (
-            self._state is BreakerState.OPEN
-            and self._clock() - self._opened_at >= self.cooldown
-        ):
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown:
             self._trial_in_flight = False
             self._set(BreakerState.HALF_OPEN)
 

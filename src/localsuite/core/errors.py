@@ -1,15 +1,15 @@
 """The suite's errors, and their one rendering on the wire.
 
-    LocalSuiteError                    status  type
-    ├── InvalidRequest                 400     invalid_request_error
-    │   ├── Unprocessable              422     invalid_request_error
-    │   ├── NotFound                   404     not_found_error
-    │   └── PayloadTooLarge            413     invalid_request_error
-    ├── Unauthorized                   401     authentication_error
-    ├── RateLimited                    429     rate_limit_error        (Retry-After)
-    ├── UpstreamError                  502     upstream_error          an answer that is no answer
-    ├── ServiceUnavailable             503     service_unavailable     (Retry-After) no one could answer
-    └── DeadlineExceeded               504     timeout_error           the request's deadline passed
+    LocalSuiteError              status  type
+    ├── InvalidRequest           400     invalid_request_error
+    │   ├── Unprocessable        422     invalid_request_error
+    │   ├── NotFound             404     not_found_error
+    │   └── PayloadTooLarge      413     invalid_request_error
+    ├── Unauthorized             401     authentication_error
+    ├── RateLimited              429     rate_limit_error      (Retry-After)
+    ├── UpstreamError            502     upstream_error        an answer that is garbage
+    ├── ServiceUnavailable       503     service_unavailable   (Retry-After) nobody could answer
+    └── DeadlineExceeded         504     timeout_error         the request's deadline passed
 
 The `type` tells a client whether retrying can help: `rate_limit_error`,
 `service_unavailable` and `timeout_error` can pass; the others will not.

@@ -8,6 +8,7 @@ say who served them: `x-localsuite-backend` and `x-localsuite-attempts`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,13 +29,13 @@ from localsuite.core.errors import (
     UpstreamError,
 )
 from localsuite.core.health import Check, HealthReport
-from localsuite.core.http import NoAnswer, create_session, translate_errors
+from localsuite.core.http import ErrorAnswer, NoAnswer, create_session, translate_errors
 from localsuite.core.metrics import GatewayMetrics, new_registry
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
 from localsuite.gateway import schema
 from localsuite.gateway.config import RoutingConfig, default_routing
-from localsuite.gateway.failover import Router, complete
+from localsuite.gateway.failover import Router, complete, upstream_client_error
 from localsuite.gateway.streaming import CHAT_PATH, COMPLETIONS_PATH, StreamRelay
 from localsuite.gateway.upstream import Upstream
 
@@ -58,7 +59,7 @@ class Gateway:
             breaker = CircuitBreaker(
                 failure_threshold=routing.policy.allowed_fails,
                 cooldown=routing.policy.cooldown,
-                on_change=lambda state, n=name: self.metrics.breaker_changed(n, state),
+                on_change=functools.partial(self.metrics.breaker_changed, name),
             )
             self.metrics.breaker_changed(name, breaker.state)
             self.upstreams[name] = Upstream(
@@ -83,7 +84,9 @@ class Gateway:
         backoff = RetryPolicy(
             attempts=1 + self.routing.policy.num_retries,
             wait_min=self.settings.gateway_retry_backoff,
-            wait_max=max(self.settings.gateway_retry_backoff * 8, self.settings.gateway_retry_backoff),
+            wait_max=max(
+                self.settings.gateway_retry_backoff * 8, self.settings.gateway_retry_backoff
+            ),
         )
         self._router = Router(
             self.routing, self.upstreams, self.session, self.settings.llm_timeouts,
@@ -249,9 +252,12 @@ async def forward_embeddings(gateway: Gateway, raw: bytes) -> Response:
         raise ServiceUnavailable("the gateway is starting")
     try:
         with translate_errors("embedding"):
-            async with asyncio.timeout(settings.embedding_timeout), session.post(
-                url, data=raw, headers={"Content-Type": "application/json"}
-            ) as response:
+            async with (
+                asyncio.timeout(settings.embedding_timeout),
+                session.post(
+                    url, data=raw, headers={"Content-Type": "application/json"}
+                ) as response,
+            ):
                 body = await response.read()
                 status = response.status
                 content_type = response.headers.get("Content-Type", JSON)
@@ -263,4 +269,6 @@ async def forward_embeddings(gateway: Gateway, raw: bytes) -> Response:
         ) from exc
     if status >= 500:
         raise UpstreamError(f"the embedding service answered HTTP {status}")
+    if status >= 400:
+        raise upstream_client_error(ErrorAnswer(status, body))
     return Response(body, status, media_type=content_type)

@@ -162,7 +162,8 @@ def parse_litellm_config(
     ignored: list[str] = [
         k
         for k in data
-        if k not in {"model_list", "router_settings", "router", "litellm_settings", "general_settings"}
+        if k
+        not in {"model_list", "router_settings", "router", "litellm_settings", "general_settings"}
     ]
     entries = data.get("model_list")
     if not isinstance(entries, list) or not entries:
@@ -252,8 +253,9 @@ def _policy_from_router(
     return RouterPolicy(
         num_retries=_non_negative_int(router.get("num_retries"), base.num_retries, source),
         retry_on_status=frozenset(statuses) if statuses else base.retry_on_status,
-        allowed_fails=max(1, _non_negative_int(router.get("allowed_fails"), base.allowed_fails,
-                                               source)),  # fmt: skip
+        allowed_fails=max(
+            1, _non_negative_int(router.get("allowed_fails"), base.allowed_fails, source)
+        ),
         cooldown=_positive(router.get("cooldown_time"), f"{source}: cooldown_time")
         or base.cooldown,
         timeout=_positive(timeout, f"{source}: timeout"),
@@ -264,9 +266,7 @@ def _policy_from_router(
     )
 
 
-def _fallbacks(
-    value: Any, aliases: set[str], key: str, source: str
-) -> dict[str, tuple[str, ...]]:
+def _fallbacks(value: Any, aliases: set[str], key: str, source: str) -> dict[str, tuple[str, ...]]:
     """LiteLLM writes fallbacks as a list of one-key mappings: `[{"a": ["b", "c"]}]`."""
     if value is None:
         return {}

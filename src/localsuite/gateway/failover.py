@@ -53,7 +53,9 @@ _CONTEXT_LENGTH = re.compile(
 
 
 def is_context_length_error(status: int, body: bytes) -> bool:
-    return status == 400 and _CONTEXT_LENGTH.search(body[:2000].decode("utf-8", "replace")) is not None
+    return (
+        status == 400 and _CONTEXT_LENGTH.search(body[:2000].decode("utf-8", "replace")) is not None
+    )
 
 
 class GarbageAnswer(Exception):
@@ -221,14 +223,16 @@ class Router:
         intervals = [self.upstreams[d.backend].next_probe_in() for d in self.plan(alias)]
         return max(1.0, min(intervals, default=1.0))
 
-    def client_error(self, answer: ErrorAnswer) -> LocalSuiteError:
-        error = InvalidRequest(answer.message(), code=f"upstream_{answer.status}")
-        error.status = answer.status  # type: ignore[misc]  # the upstream's own status
-        return error
-
     @staticmethod
     def retry_after_of(response: aiohttp.ClientResponse) -> float | None:
         return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def upstream_client_error(answer: ErrorAnswer) -> LocalSuiteError:
+    """An upstream's 4xx, for the client: its status and its own reason, in our shape."""
+    error = InvalidRequest(answer.message(), code=f"upstream_{answer.status}")
+    error.status = answer.status  # type: ignore[misc]  # the upstream's own status
+    return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +277,7 @@ async def complete(router: Router, path: str, body: dict[str, object], alias: st
             answer = ErrorAnswer(status, data, retry_after)
             verdict = router.classify_error_answer(upstream, answer, state)
             if verdict == "client":
-                raise router.client_error(answer)
+                raise upstream_client_error(answer)
             if verdict == "context" or retries >= policy.num_retries:
                 break
             retries += 1

@@ -29,7 +29,7 @@ import orjson
 
 from localsuite.core.errors import LocalSuiteError, UpstreamError
 from localsuite.core.http import ConnectionLost, ErrorAnswer, NoAnswer
-from localsuite.gateway.failover import Attempts, GarbageAnswer, Router
+from localsuite.gateway.failover import Attempts, GarbageAnswer, Router, upstream_client_error
 from localsuite.gateway.upstream import Upstream
 
 log = logging.getLogger("localsuite.gateway")
@@ -208,7 +208,7 @@ class StreamRelay:
                 )
                 verdict = router.classify_error_answer(upstream, answer, self.state)
                 if verdict == "client" and not started:
-                    raise _ClientErrorAnswer(router.client_error(answer))
+                    raise _ClientErrorAnswer(upstream_client_error(answer))
                 raise _Failed(f"HTTP {answer.status}: {answer.message()}")
             await self._pump(response, scope, upstream, echo, continuing=started)
         upstream.breaker.record_success()

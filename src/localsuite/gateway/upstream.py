@@ -126,9 +126,10 @@ class Upstream:
         started = time.perf_counter()
         try:
             with translate_errors(f"{self.name} health"):
-                async with asyncio.timeout(self.probe_timeout), session.get(
-                    self.spec.health_url, headers=self._headers
-                ) as response:
+                async with (
+                    asyncio.timeout(self.probe_timeout),
+                    session.get(self.spec.health_url, headers=self._headers) as response,
+                ):
                     await response.read()
                     status = response.status
         except ConnectFailed as exc:

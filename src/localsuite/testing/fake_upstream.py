@@ -23,7 +23,21 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-WORDS = "the quick brown fox jumps over the lazy dog and runs far away".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "and",
+    "runs",
+    "far",
+    "away",
+]
 
 
 @dataclass

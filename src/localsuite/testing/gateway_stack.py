@@ -44,7 +44,7 @@ class Stack:
 def make_settings(primary_url: str, secondary_url: str, **overrides: Any) -> Settings:
     values = {**FAST, **overrides}
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         inference_chat_url=f"{primary_url}/v1",
         inference_code_url=f"{secondary_url}/v1",
         **values,

@@ -19,7 +19,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, port: int | None = None, *, ready_within: float = 10.0) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, port: int | None = None, *, ready_within: float = 10.0
+) -> Iterator[str]:
     """Serve `app` on 127.0.0.1; yields its base URL once it accepts connections."""
     port = port or free_port()
     config = uvicorn.Config(
