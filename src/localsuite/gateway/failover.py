@@ -22,6 +22,7 @@ with `Retry-After`, naming each backend and why it could not answer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -44,6 +45,8 @@ from localsuite.core.retry import RetryPolicy
 from localsuite.core.timeouts import Deadline, Timeouts
 from localsuite.gateway.config import Deployment, RoutingConfig
 from localsuite.gateway.upstream import Upstream
+
+log = logging.getLogger("localsuite.gateway")
 
 _CONTEXT_LENGTH = re.compile(
     r"context.{0,20}(length|size|window)|exceed_context_size|context_length_exceeded"
@@ -284,6 +287,7 @@ async def complete(router: Router, path: str, body: dict[str, object], alias: st
             if not await router.wait_before_retry(state, retries, retry_after):
                 break
         router.metrics.failovers.labels(alias, upstream.name).inc()
+        log.info("%s: moving on from %s (%s)", alias, upstream.name, state.failures[-1:])
     raise router.exhausted(state)
 
 

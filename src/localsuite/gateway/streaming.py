@@ -128,7 +128,11 @@ class StreamRelay:
 
         Raises the request's error if no backend could start it."""
         self._task = asyncio.create_task(self._produce(), name=f"stream-{self.alias}")
-        kind, value = await self.queue.get()
+        try:
+            kind, value = await self.queue.get()
+        except asyncio.CancelledError:  # the client left before the first byte
+            self._task.cancel()
+            raise
         if kind == "error":
             raise value
         backend, attempts = value

@@ -145,7 +145,9 @@ class Upstream:
         else:
             self._silent_probes = 0
             self.last_probe_ms = (time.perf_counter() - started) * 1000
-            if status == 200:
+            if status in {200, 404}:
+                # 404: a server without /health (not llama.cpp, not vLLM): traffic and the
+                # breaker judge it alone.
                 self._set_health(Health.READY, None)
                 self.breaker.probe_succeeded()
             elif status == 503:
