@@ -61,6 +61,15 @@ def is_context_length_error(status: int, body: bytes) -> bool:
     )
 
 
+def classify_status(status: int, body: bytes, retry_on: frozenset[int]) -> str:
+    """What an upstream's error status means: 'context', 'transient' or 'client'."""
+    if is_context_length_error(status, body):
+        return "context"
+    if status in retry_on:
+        return "transient"
+    return "client"
+
+
 class GarbageAnswer(Exception):
     """A 2xx whose body is not what the protocol promises."""
 
@@ -167,13 +176,14 @@ class Router:
         self, upstream: Upstream, answer: ErrorAnswer, state: Attempts
     ) -> str:
         """'transient', 'context' or 'client' for an upstream's error status."""
-        if is_context_length_error(answer.status, answer.body):
+        verdict = classify_status(answer.status, answer.body, self.config.policy.retry_on_status)
+        if verdict == "context":
             state.context_error = answer
             upstream.breaker.record_success()  # it answered sanely
             self.metrics.attempts.labels(upstream.name, "context_length").inc()
             state.note(upstream.name, "context too long")
             return "context"
-        if answer.status in self.config.policy.retry_on_status:
+        if verdict == "transient":
             if answer.status == 429:
                 upstream.breaker.release()  # busy is not broken
                 state.rate_limited.append(answer.retry_after)
