@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import openai
@@ -20,6 +21,10 @@ PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse ke
 MAX_REQUESTS = 400  # a bound on the load, whatever happens
 
 
+class IncompleteStream(Exception):
+    """A stream that ended without saying the answer was complete."""
+
+
 @dataclass
 class Load:
     """Workers sending streaming and plain requests until told to stop."""
@@ -31,49 +36,42 @@ class Load:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, streams: int, plains: int) -> list[threading.Thread]:
-        workers = [threading.Thread(target=self._stream_loop, daemon=True) for _ in range(streams)]
-        workers += [threading.Thread(target=self._plain_loop, daemon=True) for _ in range(plains)]
+        kinds = [self._one_stream] * streams + [self._one_plain] * plains
+        workers = [threading.Thread(target=self._loop, args=(k,), daemon=True) for k in kinds]
         for worker in workers:
             worker.start()
         return workers
 
-    def _record(self, kind: str, started: float, backend: str) -> None:
-        with self.lock:
-            self.done.append((kind, time.monotonic() - started, backend))
-
-    def _fail(self, what: str) -> None:
-        with self.lock:
-            self.failures.append(what)
-
     def _more(self) -> bool:
         return not self.stop.is_set() and len(self.done) + len(self.failures) < MAX_REQUESTS
 
-    def _stream_loop(self) -> None:
+    def _loop(self, once: Callable[[], tuple[str, str]]) -> None:
         while self._more():
             started = time.monotonic()
             try:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    model="chat-7b", messages=PROMPT, max_tokens=48, stream=True
-                )
-                chunks = [c for c in raw.parse() if c.choices]
-                if chunks[-1].choices[0].finish_reason is None:
-                    self._fail("stream ended without a finish_reason")
-                    continue
-                self._record("stream", started, raw.headers["x-localsuite-backend"])
-            except openai.APIError as exc:
-                self._fail(f"stream: {exc}")
+                kind, backend = once()
+            except (openai.APIError, IncompleteStream) as exc:
+                with self.lock:
+                    self.failures.append(f"{once.__name__}: {exc}")
+            else:
+                with self.lock:
+                    self.done.append((kind, time.monotonic() - started, backend))
 
-    def _plain_loop(self) -> None:
-        while self._more():
-            started = time.monotonic()
-            try:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    model="chat-7b", messages=PROMPT, max_tokens=24
-                )
-                raw.parse()
-                self._record("plain", started, raw.headers["x-localsuite-backend"])
-            except openai.APIError as exc:
-                self._fail(f"plain: {exc}")
+    def _one_stream(self) -> tuple[str, str]:
+        raw = self.client.chat.completions.with_raw_response.create(
+            model="chat-7b", messages=PROMPT, max_tokens=48, stream=True
+        )
+        chunks = [c for c in raw.parse() if c.choices]
+        if chunks[-1].choices[0].finish_reason is None:
+            raise IncompleteStream("stream ended without a finish_reason")
+        return "stream", raw.headers["x-localsuite-backend"]
+
+    def _one_plain(self) -> tuple[str, str]:
+        raw = self.client.chat.completions.with_raw_response.create(
+            model="chat-7b", messages=PROMPT, max_tokens=24
+        )
+        raw.parse()
+        return "plain", raw.headers["x-localsuite-backend"]
 
     def count(self) -> int:
         with self.lock:
