@@ -1,0 +1,1 @@
+"""Run the suite on one machine: service specs, managed processes, the launcher loop."""
