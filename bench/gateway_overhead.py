@@ -38,6 +38,8 @@ from localsuite.testing.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM = ROOT / "bench" / ".venv-litellm" / "bin" / "litellm"
+BENCH_KEY = "sk-bench-local"  # LiteLLM refuses to start without one; the others ignore it
+HEADERS = {"Authorization": f"Bearer {BENCH_KEY}"}
 BODY = {"model": "chat-7b", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 
 
@@ -97,6 +99,7 @@ def litellm(port: int, backend: str, workdir: Path) -> list[str] | None:
     config.write_text(
         "model_list:\n  - model_name: chat-7b\n    litellm_params:\n"
         f"      model: openai/chat-7b\n      api_base: {backend}/v1\n      api_key: none\n"
+        f"general_settings:\n  master_key: {BENCH_KEY}\n"
     )
     return [str(LITELLM), "--config", str(config), "--port", str(port), "--num_workers", "1"]
 
@@ -104,7 +107,7 @@ def litellm(port: int, backend: str, workdir: Path) -> list[str] | None:
 async def latencies(url: str, count: int, concurrency: int) -> tuple[list[float], float]:
     """Per-request latency in ms and throughput (req/s) for `count` requests."""
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
 
         async def one() -> float:
             started = time.perf_counter()

@@ -267,3 +267,19 @@ def test_api_key_is_demanded_when_set(stack_factory: Any) -> None:
         assert client.get("/health/live").status_code == 200
     with stack.client(headers={"Authorization": "Bearer s3cret"}) as client:
         assert stack.chat(client).status_code == 200
+
+
+def test_a_long_generation_past_the_deadline_does_not_open_the_breaker(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(llm_request_timeout=0.3, gateway_breaker_failures=1)
+    stack.primary.fault("slow", delay=1.0)
+    stack.secondary.fault("slow", delay=1.0)
+    with stack.client() as client:
+        assert stack.chat(client).status_code == 504
+    assert stack.gateway.upstreams["inference-chat"].breaker.state is BreakerState.CLOSED
+
+
+def test_renamed_aliases_keep_their_short_names(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(api_gateway_chat_model="qwen-chat")
+    with stack.client() as client:
+        r = stack.chat(client, model="chat")
+    assert r.status_code == 200 and r.headers["x-localsuite-backend"] == "inference-chat"

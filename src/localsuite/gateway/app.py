@@ -267,6 +267,12 @@ async def forward_embeddings(gateway: Gateway, raw: bytes) -> Response:
             f"({exc}); start it with `localsuite up --preset p2`",
             code="embedding_unavailable",
         ) from exc
+    if status in (502, 503, 504):
+        raise ServiceUnavailable(
+            f"the embedding service is unavailable (HTTP {status}): "
+            f"{ErrorAnswer(status, body).message()}",
+            code="embedding_unavailable",
+        )
     if status >= 500:
         raise UpstreamError(f"the embedding service answered HTTP {status}")
     if status >= 400:

@@ -125,7 +125,9 @@ def default_routing(settings: Settings) -> RoutingConfig:
     return RoutingConfig(
         backends={chat.name: chat, code.name: code},
         routes=routes,
-        aliases=_default_synonyms(routes, {}),
+        aliases={"chat": chat_alias, "code": code_alias}
+        if {chat_alias, code_alias}.isdisjoint({"chat", "code"})
+        else {},
         policy=_policy_from_settings(settings),
     )
 

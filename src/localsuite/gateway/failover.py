@@ -39,7 +39,7 @@ from localsuite.core.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
-from localsuite.core.http import ErrorAnswer, NoAnswer, parse_retry_after
+from localsuite.core.http import AnswerTimeout, ErrorAnswer, NoAnswer, parse_retry_after
 from localsuite.core.metrics import GatewayMetrics
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.timeouts import Deadline, Timeouts
@@ -197,6 +197,12 @@ class Router:
         return "client"
 
     def record_no_answer(self, upstream: Upstream, error: NoAnswer, state: Attempts) -> None:
+        if isinstance(error, AnswerTimeout) and state.deadline.expired:
+            # The request's budget ran out (a long generation): not the backend's fault.
+            upstream.breaker.release()
+            self.metrics.attempts.labels(upstream.name, "deadline").inc()
+            state.note(upstream.name, str(error))
+            return
         upstream.breaker.record_failure()
         upstream.last_error = str(error)
         upstream.nudge()

@@ -29,6 +29,7 @@ import orjson
 
 from localsuite.core.errors import LocalSuiteError, UpstreamError
 from localsuite.core.http import ConnectionLost, ErrorAnswer, NoAnswer
+from localsuite.gateway.config import Deployment
 from localsuite.gateway.failover import Attempts, GarbageAnswer, Router, upstream_client_error
 from localsuite.gateway.upstream import Upstream
 
@@ -175,8 +176,11 @@ class StreamRelay:
                     if self.finished:
                         self.queue.put_nowait(("event", DONE))
                         return
-                    if not self.continuable or self.state.deadline.expired:
+                    if not self.continuable:
                         break
+                    # A flowing stream is bounded by idle timeouts, not by the request's
+                    # deadline: its continuation gets a deadline of its own.
+                    self.state.deadline = self.router.new_deadline()
                     body, echo = self._continuation()
                     self.router.metrics.continuations.labels(upstream.name, "attempted").inc()
                 self.router.metrics.failovers.labels(self.alias, upstream.name).inc()
@@ -197,7 +201,7 @@ class StreamRelay:
     async def _attempt(
         self,
         upstream: Upstream,
-        deployment: Any,
+        deployment: Deployment,
         payload: bytes,
         echo: EchoFilter | None,
         started: bool,

@@ -176,7 +176,7 @@ class Upstream:
                     await self._nudged.wait()
 
     def _set_health(self, health: Health, error: str | None) -> None:
-        if error is not None:
+        if error is not None or health is Health.READY:
             self.last_error = error
         if health is self.health:
             return

@@ -192,8 +192,10 @@ class Launcher:
 
     def write_state(self, *, stopped: bool = False) -> None:
         data = self.snapshot()
-        if stopped:
+        if stopped:  # stale pids could name unrelated processes later: `down` must not see them
             data["supervisor_pid"] = None
+            for service in data["services"].values():
+                service["pid"] = None
         path = state_path(self.settings)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
