@@ -163,15 +163,14 @@ def main() -> None:
     backend = f"http://127.0.0.1:{s_port}"
     path = "/v1/chat/completions"
     g_argv, g_env = gateway(g_port, backend)
-    with process(stub(s_port), f"{backend}/health"), process(
-        g_argv, f"http://127.0.0.1:{g_port}/health", g_env
-    ) as g_pid:
+    with (
+        process(stub(s_port), f"{backend}/health"),
+        process(g_argv, f"http://127.0.0.1:{g_port}/health", g_env) as g_pid,
+    ):
         targets = {"direct": backend + path, "gateway": f"http://127.0.0.1:{g_port}{path}"}
         l_argv = litellm(l_port, backend, workdir)
         litellm_ctx = (
-            process(l_argv, f"http://127.0.0.1:{l_port}/health/liveliness")
-            if l_argv
-            else None
+            process(l_argv, f"http://127.0.0.1:{l_port}/health/liveliness") if l_argv else None
         )
         try:
             if litellm_ctx is not None:
@@ -201,11 +200,12 @@ def main() -> None:
     if model is not None:
         ll_port, g2_port = free_port(), free_port()
         llama = f"http://127.0.0.1:{ll_port}"
-        argv = [str(find_llama_server()), "--model", str(model.path), "--port", str(ll_port),
-                "--threads", "1", "--parallel", "1", "--ctx-size", "1024", "--no-webui"]  # fmt: skip
+        argv = [str(find_llama_server()), "--model", str(model.path), "--port", str(ll_port)]
+        argv += ["--threads", "1", "--parallel", "1", "--ctx-size", "1024", "--no-webui"]
         g2_argv, g2_env = gateway(g2_port, llama)
-        with process(argv, f"{llama}/health"), process(
-            g2_argv, f"http://127.0.0.1:{g2_port}/health", g2_env
+        with (
+            process(argv, f"{llama}/health"),
+            process(g2_argv, f"http://127.0.0.1:{g2_port}/health", g2_env),
         ):
             real = {"direct": llama + path, "gateway": f"http://127.0.0.1:{g2_port}{path}"}
             out["llama_latency_ms"] = measure_latency(real, count // 4)
