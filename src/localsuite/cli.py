@@ -14,7 +14,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 
 from localsuite.core.errors import ConfigError, LocalSuiteError
 from localsuite.core.settings import Settings
@@ -157,7 +157,8 @@ def status() -> None:
 
 
 def _table(state: dict[str, Any], probe: bool = False) -> Table:
-    table = Table("service", "state", "pid", "port", "health", "restarts", "uptime", "model")
+    table = Table("state", "pid", "port", "health", "restarts", "uptime", "model")
+    table.columns.insert(0, Column("service", no_wrap=True))
     for name, s in state.get("services", {}).items():
         health = ""
         if probe:
@@ -171,7 +172,7 @@ def _table(state: dict[str, Any], probe: bool = False) -> Table:
         uptime = f"{time.time() - started:.0f}s" if started and s["state"] == "ready" else ""
         pid = str(s.get("pid") or "")
         state_text = f"[{colour}]{s['state']}[/{colour}]"
-        model = s.get("model") or ""
+        model = (s.get("model") or "").removesuffix(".gguf")
         table.add_row(
             name, state_text, pid, str(s["port"]), health, str(s["restarts"]), uptime, model
         )
