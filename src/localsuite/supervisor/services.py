@@ -32,6 +32,8 @@ class ServiceSpec:
     port: int
     health_url: str
     depends_on: tuple[str, ...] = ()
+    # True: one ready dependency is enough (the gateway serves with either backend).
+    any_dependency: bool = False
     start_period: float = 120.0  # a large GGUF may load for a minute: not a failure
     model: str | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -55,6 +57,7 @@ def build_services(settings: Settings, preset: str) -> tuple[list[ServiceSpec], 
                 plan.port,
                 f"{settings.local_url(plan.port)}/health",
                 model=plan.model.name,
+                start_period=settings.inference_start_period,
             )
         elif name == "api-gateway":
             port = settings.api_gateway_port
@@ -64,6 +67,7 @@ def build_services(settings: Settings, preset: str) -> tuple[list[ServiceSpec], 
                 port,
                 f"{settings.local_url(port)}/health/live",
                 depends_on=tuple(n for n in present if n.startswith("inference-")),
+                any_dependency=True,
                 start_period=30.0,
             )
     order = start_order({n: s.depends_on for n, s in specs.items()})
