@@ -168,6 +168,15 @@ def main() -> None:
         process(g_argv, f"http://127.0.0.1:{g_port}/health", g_env) as g_pid,
     ):
         targets = {"direct": backend + path, "gateway": f"http://127.0.0.1:{g_port}{path}"}
+        # The same minimal proxy with each client: what the client choice alone costs.
+        proxies = []
+        for client in ("aiohttp", "httpx"):
+            p_port = free_port()
+            argv = [sys.executable, str(ROOT / "bench" / "forward_proxy.py"), client, str(p_port),
+                    backend]  # fmt: skip
+            proxies.append(process(argv, f"http://127.0.0.1:{p_port}/health"))
+            proxies[-1].__enter__()
+            targets[f"proxy-{client}"] = f"http://127.0.0.1:{p_port}{path}"
         l_argv = litellm(l_port, backend, workdir)
         litellm_ctx = (
             process(l_argv, f"http://127.0.0.1:{l_port}/health/liveliness") if l_argv else None
@@ -195,6 +204,8 @@ def main() -> None:
         finally:
             if litellm_ctx is not None:
                 litellm_ctx.__exit__(None, None, None)
+            for proxy in proxies:
+                proxy.__exit__(None, None, None)
 
     model = bundled_model()
     if model is not None:
@@ -223,13 +234,13 @@ def report(out: dict[str, object]) -> None:
         direct = table["direct"]
         for name, row in table.items():
             added = {k: row[k] - direct[k] for k in ("p50", "p99")}
-            print(f"  {name:8} {row['p50']:7.3f} {row['p99']:7.3f} {row['mean']:7.3f}"
+            print(f"  {name:14} {row['p50']:7.3f} {row['p99']:7.3f} {row['mean']:7.3f}"
                   f"   (+{added['p50']:.3f} p50, +{added['p99']:.3f} p99)")  # fmt: skip
     throughput = out.get("stub_throughput_rps")
     if isinstance(throughput, dict):
         print("\nstub throughput, requests/s at concurrency 1 / 16 / 64")
         for name, row in throughput.items():
-            print(f"  {name:8} " + " / ".join(f"{row[c]:7.0f}" for c in (1, 16, 64)))
+            print(f"  {name:14} " + " / ".join(f"{row[c]:7.0f}" for c in (1, 16, 64)))
     print(f"\ngateway RSS (MiB): {out.get('gateway_rss_mb')}")
 
 

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
 
-PYTHON_SERVICES = ("api-gateway",)
+PYTHON_SERVICES = ("api-gateway", "embedding", "rag", "mcp-server")
 
 
-def build_app(service: str, settings: Settings) -> tuple[FastAPI, int]:
+def build_app(service: str, settings: Settings) -> tuple[Any, int]:
+    """The service's ASGI app and its port; each service's modules are imported only here."""
     if service == "api-gateway":
         from localsuite.gateway.app import create_gateway_app
         from localsuite.gateway.config import load_routing
 
         routing = load_routing(settings, os.environ)
         return create_gateway_app(settings, routing), settings.api_gateway_port
+    if service == "embedding":
+        from localsuite.embedding.app import create_embedding_app
+
+        return create_embedding_app(settings), settings.embedding_port
+    if service == "rag":
+        from localsuite.rag.app import create_rag_app
+
+        return create_rag_app(settings), settings.rag_port
+    if service == "mcp-server":
+        from localsuite.mcp_server.app import create_mcp_app
+
+        return create_mcp_app(settings), settings.mcp_port
     raise ConfigError(
         f"unknown service {service!r}; this build serves: {', '.join(PYTHON_SERVICES)}"
     )

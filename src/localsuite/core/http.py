@@ -18,6 +18,7 @@ import email.utils
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 import orjson
@@ -110,3 +111,45 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class BadAnswer(Exception):
+    """A 2xx answer whose body is not the JSON the protocol promises."""
+
+
+async def call_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    budget: float,
+    payload: object = None,
+    headers: dict[str, str] | None = None,
+    what: str = "",
+) -> Any:
+    """One JSON call to another service; `budget` bounds the whole call, in seconds
+    (the caller cuts its phase timeout to its request's deadline: `Deadline.budget`).
+
+    Returns the decoded body of a 2xx answer. Raises `ErrorAnswer` for an error status,
+    a `NoAnswer` kind when nobody answered in time, `BadAnswer` for a 2xx that is not JSON.
+    """
+    what = what or url
+    with translate_errors(what):
+        async with (
+            asyncio.timeout(budget),
+            session.request(
+                method,
+                url,
+                data=None if payload is None else orjson.dumps(payload),
+                headers={"Content-Type": "application/json", **(headers or {})},
+            ) as response,
+        ):
+            body = await response.read()
+            status = response.status
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status >= 400:
+        raise ErrorAnswer(status, body, retry_after)
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError as exc:
+        raise BadAnswer(f"{what}: answered HTTP {status} with a body that is not JSON") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     rag_port: int = Field(8002, ge=1, le=65535)
     embedding_port: int = Field(8003, ge=1, le=65535)
     mcp_port: int = Field(8020, ge=1, le=65535)
+    supervisor_port: int = Field(8010, ge=1, le=65535)  # the launcher's control API
 
     # --- files -----------------------------------------------------------------------
     models_dir: Path = Path("models")
@@ -58,10 +60,25 @@ class Settings(BaseSettings):
     inference_code_url: str = ""  # default: http://<host>:<INFERENCE_CODE_PORT>/v1
     embedding_url: str = ""  # default: http://<host>:<EMBEDDING_PORT>
     api_gateway_url: str = ""  # default: http://<host>:<API_GATEWAY_PORT>
+    rag_url: str = ""  # default: http://<host>:<RAG_PORT>
+    supervisor_url: str = ""  # default: http://<host>:<SUPERVISOR_PORT>
     qdrant_url: str = ""
     embedding_model: str = "all-MiniLM-L6-v2"
     api_gateway_chat_model: str = "chat-7b"
     api_gateway_code_model: str = "code-7b"
+
+    # --- embedding service -------------------------------------------------------------
+    embedding_backend: Literal["sentence-transformers", "fastembed", "openai"] = (
+        "sentence-transformers"
+    )
+    embedding_model_path: Path | None = None  # a local model directory; None: bundled
+    embedding_cache_dir: Path | None = None  # default: ~/.cache/localsuite
+    embedding_remote_url: str = ""  # the openai backend: an OpenAI-compatible base URL
+    embedding_remote_api_key: SecretStr | None = None
+    embedding_batch_size: int = Field(32, ge=1, le=1024)
+    embedding_max_texts: int = Field(512, ge=1)
+    embedding_max_chars: int = Field(16384, ge=16)  # one text
+    embedding_threads: int = Field(0, ge=0)  # 0: every core
 
     # --- RAG -------------------------------------------------------------------------
     rag_topk: int = Field(4, ge=1, le=100)
@@ -70,6 +87,12 @@ class Settings(BaseSettings):
     rag_llm_timeout: float = Field(120, gt=0)
     rag_llm_max_tokens: int = Field(256, ge=1)
     rag_llm_temperature: float = Field(0.3, ge=0)
+    rag_documents_dir: Path | None = None  # default: DATA_DIR/documents
+    rag_collection: str = "documents"
+    rag_retrieval_timeout: float = Field(15, gt=0)  # embed + search of one query, retries included
+    rag_model_routing: Literal["auto", "chat", "code"] = "auto"  # auto: code alias for code
+    rag_index_batch_size: int = Field(64, ge=1, le=1024)  # chunks per embedding call
+    rag_max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
 
     # --- timeouts and retries (seconds) ----------------------------------------------
     llm_request_timeout: float = Field(60, gt=0)
@@ -96,14 +119,17 @@ class Settings(BaseSettings):
     localsuite_api_key: SecretStr | None = None
     log_level: str = "INFO"
 
-    @field_validator("localsuite_api_key", mode="before")
+    @field_validator(
+        "localsuite_api_key",
+        "embedding_remote_api_key",
+        "gateway_config",
+        "embedding_model_path",
+        "embedding_cache_dir",
+        "rag_documents_dir",
+        mode="before",
+    )
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("gateway_config", mode="before")
-    @classmethod
-    def _empty_path_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
     # --- derived -----------------------------------------------------------------------
@@ -133,6 +159,22 @@ class Settings(BaseSettings):
     @property
     def gateway_service_url(self) -> str:
         return (self.api_gateway_url or self.local_url(self.api_gateway_port)).rstrip("/")
+
+    @property
+    def rag_service_url(self) -> str:
+        return (self.rag_url or self.local_url(self.rag_port)).rstrip("/")
+
+    @property
+    def supervisor_service_url(self) -> str:
+        return (self.supervisor_url or self.local_url(self.supervisor_port)).rstrip("/")
+
+    @property
+    def embedding_cache(self) -> Path:
+        return self.embedding_cache_dir or Path.home() / ".cache" / "localsuite"
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.rag_documents_dir or self.data_dir / "documents"
 
     @property
     def llm_timeouts(self) -> Timeouts:
