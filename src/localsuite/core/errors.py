@@ -4,6 +4,8 @@
     ├── InvalidRequest           400     invalid_request_error
     │   ├── Unprocessable        422     invalid_request_error
     │   ├── NotFound             404     not_found_error
+    │   ├── Forbidden            403     permission_error
+    │   ├── Conflict             409     conflict_error      busy, or it would break a rule
     │   └── PayloadTooLarge      413     invalid_request_error
     ├── Unauthorized             401     authentication_error
     ├── RateLimited              429     rate_limit_error      (Retry-After)
@@ -76,6 +78,18 @@ class NotFound(InvalidRequest):
     status = 404
     type = "not_found_error"
     default_code = "not_found"
+
+
+class Forbidden(InvalidRequest):
+    status = 403
+    type = "permission_error"
+    default_code = "forbidden"
+
+
+class Conflict(InvalidRequest):
+    status = 409
+    type = "conflict_error"
+    default_code = "conflict"
 
 
 class PayloadTooLarge(InvalidRequest):

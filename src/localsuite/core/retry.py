@@ -94,4 +94,10 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return await retrying(fn)
+
+        async def attempt() -> T:
+            # tenacity calls a plain function without awaiting its result, and a lambda
+            # returning a coroutine is a plain function: await it here, for every caller.
+            return await fn()
+
+        return await retrying(attempt)

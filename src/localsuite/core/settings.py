@@ -9,6 +9,7 @@ Logic never reads `os.environ`: services receive a `Settings` in their factory.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -88,11 +89,20 @@ class Settings(BaseSettings):
     rag_llm_max_tokens: int = Field(256, ge=1)
     rag_llm_temperature: float = Field(0.3, ge=0)
     rag_documents_dir: Path | None = None  # default: DATA_DIR/documents
+    rag_index_roots: str = ""  # more folders POST /index may read, separated by ":"
     rag_collection: str = "documents"
     rag_retrieval_timeout: float = Field(15, gt=0)  # embed + search of one query, retries included
     rag_model_routing: Literal["auto", "chat", "code"] = "auto"  # auto: code alias for code
     rag_index_batch_size: int = Field(64, ge=1, le=1024)  # chunks per embedding call
     rag_max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    rag_context_tokens: int = Field(1200, ge=64)  # retrieved text put in one prompt, at most
+    rag_probe_interval: float = Field(2.0, gt=0)  # dependency probes (a quarter while down)
+
+    # --- MCP server ------------------------------------------------------------------
+    mcp_status_timeout: float = Field(5, gt=0)  # status, model list, health probes, job polls
+    mcp_switch_timeout: float = Field(600, gt=0)  # switch_model: drain, model load, rollback
+    mcp_index_wait_max: float = Field(120, ge=0)  # the longest index_documents may wait
+    mcp_chat_max_tokens: int = Field(512, ge=1)  # chat's answer length when a call names none
 
     # --- timeouts and retries (seconds) ----------------------------------------------
     llm_request_timeout: float = Field(60, gt=0)
@@ -114,6 +124,20 @@ class Settings(BaseSettings):
     gateway_breaker_cooldown: float = Field(5.0, ge=0)
     gateway_same_backend_retries: int = Field(1, ge=0, le=5)
     gateway_retry_backoff: float = Field(0.05, ge=0)
+
+    # --- supervisor (`localsuite up`): compose-style health checks and restarts -------
+    supervisor_start_period: float = Field(60, gt=0)  # api-gateway, rag, mcp-server
+    embedding_start_period: float = Field(120, gt=0)  # torch and the model load first
+    supervisor_start_interval: float = Field(0.25, gt=0)  # probe cadence while starting
+    supervisor_health_interval: float = Field(5, gt=0)  # probe cadence once ready
+    supervisor_health_timeout: float = Field(5, gt=0)
+    supervisor_health_retries: int = Field(3, ge=1)  # failed probes in a row: unhealthy
+    supervisor_restart_delay: float = Field(0.25, ge=0)  # after a first crash; doubles
+    supervisor_restart_delay_max: float = Field(30, ge=0)
+    supervisor_stable_after: float = Field(60, gt=0)  # a run this long forgets crashes
+    supervisor_max_crashes: int = Field(5, ge=1)  # in a row, then the service is failed
+    supervisor_stop_timeout: float = Field(10, gt=0)  # SIGTERM, this long, then SIGKILL
+    supervisor_drain_timeout: float = Field(60, gt=0)  # model switch: in-flight requests
 
     # --- security and logs -----------------------------------------------------------
     localsuite_api_key: SecretStr | None = None
@@ -167,6 +191,12 @@ class Settings(BaseSettings):
     @property
     def supervisor_service_url(self) -> str:
         return (self.supervisor_url or self.local_url(self.supervisor_port)).rstrip("/")
+
+    @property
+    def index_roots(self) -> list[Path]:
+        """The folders rag may index from: the documents folder and RAG_INDEX_ROOTS."""
+        extra = [Path(p).expanduser() for p in self.rag_index_roots.split(os.pathsep) if p]
+        return [self.documents_dir, *extra]
 
     @property
     def embedding_cache(self) -> Path:
