@@ -1,0 +1,185 @@
+"""RAG throughput and latency, measured on real processes in one run.
+
+Starts the embedding service (bundled all-MiniLM-L6-v2), a gateway over a stub LLM
+(generation is not measured here), and the rag service with embedded Qdrant, then:
+
+  indexing     chunks/s of an index job over a generated corpus at the default chunk size
+               (RAG_CHUNK_SIZE=512, overlap 100): a few thousand chunks (`--quick`: a few
+               hundred), and the same corpus re-indexed unchanged
+  query        latency of `POST /query` with `generate: false` (embed the question +
+               search) against a collection of 10,000 chunks (`--quick`: 2,000), p50/p99
+               over sequential queries, and the rag service's own `retrieval_ms`
+  memory       RSS of the embedding, rag and gateway processes at the end
+
+Prints a table and writes bench/results/rag.json.
+
+    .venv/bin/python bench/rag.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from localsuite.testing.documents import write_generated_corpus
+from localsuite.testing.fake_upstream import FakeUpstream
+from localsuite.testing.processes import ServiceProcess
+from localsuite.testing.servers import serve_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = [
+    "Where does the sailor keep the copper lantern?",
+    "What did the builder say about the granite bridge?",
+    "Which market sells the falcon?",
+    "Why was the winter harbour closed?",
+    "Who repaired the furnace in the north tower?",
+]
+
+
+def rss_mb(pid: int) -> float:
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+
+
+def run_job(client: httpx.Client, collection: str, paths: list[str]) -> dict[str, Any]:
+    accepted = client.post("/index", params={"collection": collection}, json={"paths": paths})
+    accepted.raise_for_status()
+    job_id = accepted.json()["job"]["id"]
+    while True:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            if job["state"] != "done":
+                raise RuntimeError(f"index job ended {job['state']}: {job['error']}")
+            return job
+        if sys.stdout.isatty():
+            print(f"\r  {collection}: {job['files_done']}/{job['files_total']} files, "
+                  f"{job['chunks_added']} chunks", end="", flush=True)  # fmt: skip
+        time.sleep(0.5)
+
+
+def seconds_of(job: dict[str, Any]) -> float:
+    return float(job["finished_at"] - job["created_at"])
+
+
+def query_latencies(client: httpx.Client, collection: str, count: int) -> dict[str, float]:
+    wall, reported = [], []
+    for i in range(count + 10):
+        body = {"query": QUESTIONS[i % len(QUESTIONS)], "collection": collection, "generate": False}
+        started = time.perf_counter()
+        answer = client.post("/query", json=body)
+        elapsed = (time.perf_counter() - started) * 1000
+        answer.raise_for_status()
+        if i >= 10:  # warm-up not counted
+            wall.append(elapsed)
+            reported.append(answer.json()["retrieval_ms"])
+    wall.sort()
+    return {
+        "p50_ms": statistics.median(wall),
+        "p99_ms": wall[min(len(wall) - 1, int(len(wall) * 0.99))],
+        "mean_ms": statistics.fmean(wall),
+        "service_retrieval_p50_ms": statistics.median(reported),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller corpora, fewer queries")
+    args = parser.parse_args()
+    index_files, big_files, queries = (30, 120, 50) if args.quick else (200, 600, 300)
+
+    out: dict[str, Any] = {"quick": args.quick}
+    with tempfile.TemporaryDirectory(prefix="bench-rag-") as tmp:
+        work = Path(tmp)
+        documents = work / "data" / "documents"
+        write_generated_corpus(documents / "index", files=index_files, paragraphs=40)
+        write_generated_corpus(documents / "big", files=big_files, paragraphs=40, seed=11)
+        logs = work / "logs"
+        env = {"EMBEDDING_CACHE_DIR": str(work / "cache"), "LOG_LEVEL": "WARNING"}
+        embedding = ServiceProcess("embedding", logs, env).start()
+        with serve_in_thread(FakeUpstream("stub").app()) as llm:
+            gateway = ServiceProcess(
+                "api-gateway",
+                logs,
+                {"INFERENCE_CHAT_URL": f"{llm}/v1", "INFERENCE_CODE_URL": f"{llm}/v1", **env},
+            ).start()
+            rag_env = {
+                **env,
+                "DATA_DIR": str(work / "data"),
+                "EMBEDDING_URL": embedding.url,
+                "API_GATEWAY_URL": gateway.url,
+            }
+            small_chunks = {**rag_env, "RAG_CHUNK_SIZE": "48", "RAG_CHUNK_OVERLAP": "8"}
+            rag = ServiceProcess("rag", logs, rag_env)
+            rag_small = ServiceProcess(
+                "rag", logs, {**small_chunks, "DATA_DIR": str(work / "data2")}
+            )
+            try:
+                embedding.wait_ready()
+                gateway.wait_ready()
+                rag.start().wait_ready()
+                with httpx.Client(base_url=rag.url, timeout=120) as client:
+                    job = run_job(client, "bench", [str(documents / "index")])
+                    again = run_job(client, "bench", [str(documents / "index")])
+                print()
+                out["indexing"] = {
+                    "files": job["files_total"],
+                    "chunks": job["chunks_added"],
+                    "seconds": seconds_of(job),
+                    "chunks_per_s": job["chunks_added"] / seconds_of(job),
+                    "unchanged_reindex_seconds": seconds_of(again),
+                    "unchanged_reindex_writes": again["chunks_added"] + again["chunks_removed"],
+                }
+                rag.stop()
+
+                # 10k chunks of 48 tokens: the size a query searches, reached in seconds.
+                (work / "data2").mkdir()
+                (work / "data2" / "documents").symlink_to(documents)
+                rag_small.start().wait_ready()
+                with httpx.Client(base_url=rag_small.url, timeout=120) as client:
+                    target = 2_000 if args.quick else 10_000
+                    filled = run_job(client, "big", [str(documents / "big")])
+                    print()
+                    out["query"] = {"chunks": filled["chunks_added"], "target_chunks": target}
+                    out["query"] |= query_latencies(client, "big", queries)
+                    out["small_chunk_indexing_chunks_per_s"] = filled["chunks_added"] / seconds_of(
+                        filled
+                    )
+                out["rss_mb"] = {
+                    "embedding": rss_mb(embedding.proc.pid),  # type: ignore[union-attr]
+                    "rag": rss_mb(rag_small.proc.pid),  # type: ignore[union-attr]
+                    "api-gateway": rss_mb(gateway.proc.pid),  # type: ignore[union-attr]
+                }
+            finally:
+                for service in (rag_small, rag, gateway, embedding):
+                    service.stop()
+    report(out)
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "rag.json").write_text(json.dumps(out, indent=2))
+
+
+def report(out: dict[str, Any]) -> None:
+    index, query = out["indexing"], out["query"]
+    print(f"\nindexing (chunk size 512, overlap 100): {index['chunks']} chunks from "
+          f"{index['files']} files in {index['seconds']:.1f} s = {index['chunks_per_s']:.1f} "
+          f"chunks/s")  # fmt: skip
+    print(f"  re-index unchanged: {index['unchanged_reindex_seconds']:.2f} s, "
+          f"{index['unchanged_reindex_writes']} chunks written")  # fmt: skip
+    print(f"  (48-token chunks: {out['small_chunk_indexing_chunks_per_s']:.1f} chunks/s)")
+    print(f"query, generate=false, {query['chunks']} chunks: p50 {query['p50_ms']:.1f} ms, "
+          f"p99 {query['p99_ms']:.1f} ms, mean {query['mean_ms']:.1f} ms "
+          f"(service-side retrieval p50 {query['service_retrieval_p50_ms']:.1f} ms)")  # fmt: skip
+    print("RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in out["rss_mb"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""A Python service of the suite as a real OS process (`python -m localsuite serve NAME`),
+for tests that must kill it: start, wait until `/health` answers 200, SIGKILL, restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from localsuite.testing.servers import free_port
+
+PORT_VARIABLES = {
+    "api-gateway": "API_GATEWAY_PORT",
+    "embedding": "EMBEDDING_PORT",
+    "rag": "RAG_PORT",
+    "mcp-server": "MCP_PORT",
+}
+
+
+class ServiceProcess:
+    def __init__(
+        self,
+        service: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.service = service
+        self.port = port or free_port()
+        self.log_path = log_dir / f"{service}-{self.port}.log"
+        self.env = {**os.environ, **(env or {}), PORT_VARIABLES[service]: str(self.port)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "localsuite", "serve", self.service],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, within: float = 120.0) -> ServiceProcess:
+        """Poll `/health` until 200 (a service loading a model answers 503 meanwhile)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.service} exited: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.service} not healthy within {within}s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no chance to finish anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
