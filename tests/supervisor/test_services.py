@@ -1,4 +1,4 @@
-"""Start order, presets and the restart backoff schedule."""
+"""Service specs, presets and start/stop order."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import pytest
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.supervisor.launcher import Backoff
-from localsuite.supervisor.services import PRESETS, build_services, start_order
+from localsuite.supervisor.services import (
+    PRESETS,
+    build_services,
+    start_order,
+    stop_waves,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,9 +29,17 @@ def test_dependencies_start_first(graph: dict[str, list[str]], order: list[str])
     assert start_order(graph) == order
 
 
-def test_a_cycle_is_refused_by_name() -> None:
-    with pytest.raises(ConfigError, match="a -> b -> c -> a"):
-        start_order({"a": ["b"], "b": ["c"], "c": ["a"]})
+@pytest.mark.parametrize(
+    ("graph", "cycle"),
+    [
+        ({"a": ["b"], "b": ["c"], "c": ["a"]}, "a -> b -> c -> a"),
+        ({"a": ["a"]}, "a -> a"),
+        ({"x": [], "rag": ["mcp"], "mcp": ["rag"]}, "rag -> mcp -> rag"),
+    ],
+)
+def test_a_cycle_is_refused_by_name(graph: dict[str, list[str]], cycle: str) -> None:
+    with pytest.raises(ConfigError, match=f"cycle: {cycle}"):
+        start_order(graph)
 
 
 def test_an_unknown_dependency_is_refused() -> None:
@@ -41,28 +53,64 @@ def test_presets_follow_the_spec() -> None:
     assert set(PRESETS["p3"]) == set(PRESETS["p2"]) | {"mcp-server"}
 
 
-def test_p2_starts_both_backends_before_the_gateway() -> None:
-    specs, skipped = build_services(Settings(_env_file=None), "p2")
-    assert [s.name for s in specs] == ["inference-chat", "inference-code", "api-gateway"]
-    assert specs[-1].depends_on == ("inference-chat", "inference-code")
-    assert skipped == ["embedding", "rag"]
-    assert specs[0].port == 8001 and specs[1].port == 8004 and specs[2].port == 8000
+def test_p3_has_the_compose_graph() -> None:
+    specs = build_services(Settings(_env_file=None), "p3")
+    by_name = {s.name: s for s in specs}
+    assert [s.name for s in specs] == [
+        "inference-chat", "inference-code", "embedding", "api-gateway", "rag", "mcp-server",
+    ]  # fmt: skip
+    assert {n: s.port for n, s in by_name.items()} == {
+        "inference-chat": 8001, "inference-code": 8004, "api-gateway": 8000,
+        "embedding": 8003, "rag": 8002, "mcp-server": 8020,
+    }  # fmt: skip
+    assert by_name["api-gateway"].depends_on == ("inference-chat", "inference-code")
+    assert by_name["api-gateway"].any_dependency
+    assert by_name["rag"].depends_on == ("embedding", "api-gateway")
+    assert by_name["mcp-server"].depends_on == ("api-gateway", "rag")
+    assert by_name["embedding"].depends_on == ()
+    assert by_name["embedding"].argv[-3:] == ["localsuite", "serve", "embedding"]
+    assert by_name["rag"].health.url == "http://127.0.0.1:8002/health"
+    assert by_name["rag"].health.live_url == "http://127.0.0.1:8002/health/live"
+    assert by_name["api-gateway"].health.url == "http://127.0.0.1:8000/health/live"
+    assert by_name["inference-chat"].health.url == "http://127.0.0.1:8001/health"
+    assert by_name["inference-chat"].model == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert stop_waves(specs) == [["mcp-server"], ["rag"], ["api-gateway"],
+                                 ["inference-chat", "inference-code", "embedding"]]  # fmt: skip
+
+
+def test_p1_has_one_backend_before_the_gateway() -> None:
+    specs = build_services(Settings(_env_file=None), "p1")
+    assert [s.name for s in specs] == ["inference-chat", "api-gateway"]
+    assert specs[1].depends_on == ("inference-chat",)
 
 
 def test_unknown_preset_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown preset"):
+    with pytest.raises(ConfigError, match="unknown preset 'p9'; choose one of p1, p2, p3"):
         build_services(Settings(_env_file=None), "p9")
 
 
-@pytest.mark.parametrize(
-    ("crashes", "delay"), [(1, 0.5), (2, 1.0), (3, 2.0), (8, 30.0), (20, 30.0)]
-)
-def test_backoff_doubles_up_to_a_cap(crashes: int, delay: float) -> None:
-    assert Backoff().delay(crashes) == delay
-
-
-def test_gateway_needs_one_ready_backend_and_load_time_is_configurable() -> None:
-    specs, _ = build_services(Settings(_env_file=None, inference_start_period=300), "p2")
-    by_name = {s.name: s for s in specs}
-    assert by_name["api-gateway"].any_dependency
-    assert by_name["inference-chat"].start_period == 300
+def test_health_timings_and_start_periods_come_from_settings() -> None:
+    settings = Settings(
+        _env_file=None,
+        inference_start_period=300,
+        supervisor_start_period=40,
+        embedding_start_period=200,
+        supervisor_health_interval=7,
+        supervisor_health_timeout=3,
+        supervisor_health_retries=4,
+        supervisor_start_interval=0.5,
+    )
+    specs = build_services(settings, "p3")
+    periods = {s.name: s.health.start_period for s in specs}
+    assert periods == {
+        "inference-chat": 300, "inference-code": 300, "api-gateway": 40,
+        "embedding": 200, "rag": 40, "mcp-server": 40,
+    }  # fmt: skip
+    for spec in specs:
+        check = spec.health
+        assert (check.interval, check.timeout, check.retries, check.start_interval) == (
+            7,
+            3,
+            4,
+            0.5,
+        )

@@ -3,6 +3,11 @@
 The body of a request is passed to the backend untouched except `model` (llama.cpp's
 extensions such as `cache_prompt`, `n_probs` or `grammar` reach it as sent). Responses
 say who served them: `x-localsuite-backend` and `x-localsuite-attempts`.
+
+Admin routes (behind the same API key), used by the supervisor's model switch:
+`POST /admin/backends/{name}/drain` (no new requests; in-flight ones and streams
+finish), `POST /admin/backends/{name}/undrain`, `GET /admin/backends/{name}`; each answers
+the backend's state as in `/health` (`draining`, `in_flight`, ...), 404 for an unknown name.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from localsuite.core.errors import (
 from localsuite.core.health import Check, HealthReport
 from localsuite.core.http import ErrorAnswer, NoAnswer, create_session, translate_errors
 from localsuite.core.metrics import GatewayMetrics, new_registry
+from localsuite.core.openapi import request_body
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
 from localsuite.gateway import schema
@@ -107,6 +113,15 @@ class Gateway:
                 await task
         if self.session is not None:
             await self.session.close()
+
+    def backend(self, name: str) -> Upstream:
+        upstream = self.upstreams.get(name)
+        if upstream is None:
+            raise NotFound(
+                f"no backend {name!r}; backends: {', '.join(self.upstreams)}",
+                code="backend_not_found",
+            )
+        return upstream
 
     def resolve_alias(self, body: dict[str, Any]) -> str:
         model = body.get("model")
@@ -198,7 +213,7 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
         "/v1/chat/completions",
         tags=["openai"],
         summary="Chat completion (stream or not), with failover between backends",
-        openapi_extra=schema.request_body(schema.ChatCompletionRequest),
+        openapi_extra=request_body(schema.ChatCompletionRequest),
         responses=schema.ERROR_RESPONSES,
     )
     async def chat_completions(request: Request) -> Response:
@@ -208,7 +223,7 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
         "/v1/completions",
         tags=["openai"],
         summary="Text completion (stream or not), with failover between backends",
-        openapi_extra=schema.request_body(schema.CompletionRequest),
+        openapi_extra=request_body(schema.CompletionRequest),
         responses=schema.ERROR_RESPONSES,
     )
     async def completions(request: Request) -> Response:
@@ -218,7 +233,7 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
         "/v1/embeddings",
         tags=["openai"],
         summary="Embeddings, forwarded to the embedding service",
-        openapi_extra=schema.request_body(schema.EmbeddingRequest),
+        openapi_extra=request_body(schema.EmbeddingRequest),
         responses=schema.ERROR_RESPONSES,
     )
     async def embeddings(request: Request) -> Response:
@@ -240,6 +255,24 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
             for name in routing.model_names
         ]
         return {"object": "list", "data": data}
+
+    @app.get("/admin/backends/{name}", tags=["admin"], summary="One backend's state")
+    async def backend_state(name: str) -> dict[str, Any]:
+        return {"backend": name, **gateway.backend(name).describe()}
+
+    @app.post(
+        "/admin/backends/{name}/drain",
+        tags=["admin"],
+        summary="Send a backend no new requests; in-flight requests and streams finish",
+    )
+    async def drain(name: str) -> dict[str, Any]:
+        gateway.backend(name).set_draining(True)
+        return await backend_state(name)
+
+    @app.post("/admin/backends/{name}/undrain", tags=["admin"], summary="Undo a drain")
+    async def undrain(name: str) -> dict[str, Any]:
+        gateway.backend(name).set_draining(False)
+        return await backend_state(name)
 
     return app
 

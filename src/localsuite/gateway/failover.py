@@ -302,6 +302,8 @@ async def complete(router: Router, path: str, body: dict[str, object], alias: st
             retries += 1
             if not await router.wait_before_retry(state, retries, retry_after):
                 break
+            if upstream.draining:  # drained while we waited: no new attempt here
+                break
         router.metrics.failovers.labels(alias, upstream.name).inc()
         log.info("%s: moving on from %s (%s)", alias, upstream.name, state.failures[-1:])
     raise router.exhausted(state)

@@ -7,9 +7,11 @@ and `stream` are the gateway's business, the rest is the backend's to accept or 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from localsuite.core.openapi import error_responses
 
 
 class _Open(BaseModel):
@@ -41,36 +43,16 @@ class EmbeddingRequest(_Open):
     input: str | list[str]
 
 
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    code: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
+ERROR_RESPONSES = error_responses(
+    {
+        400: "Bad input, or a 4xx the backend gave (its reason kept)",
+        401: "Missing or wrong API key",
+        404: "Unknown model alias",
+        413: "Body larger than GATEWAY_MAX_BODY_BYTES",
+        422: "Invalid value",
+        429: "Every backend is busy (Retry-After)",
+        502: "Backends answered garbage",
+        503: "No backend could answer (Retry-After)",
+        504: "The request deadline passed",
     }
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": what}
-    for status, what in (
-        (400, "Bad input, or a 4xx the backend gave (its reason kept)"),
-        (401, "Missing or wrong API key"),
-        (404, "Unknown model alias"),
-        (413, "Body larger than GATEWAY_MAX_BODY_BYTES"),
-        (422, "Invalid value"),
-        (429, "Every backend is busy (Retry-After)"),
-        (502, "Backends answered garbage"),
-        (503, "No backend could answer (Retry-After)"),
-        (504, "The request deadline passed"),
-    )
-}
+)

@@ -7,7 +7,9 @@ Two writers, two states, never crossed:
 - real traffic alone writes the breaker (closed/open/half_open), except that a passing
   probe is what lets an open breaker try again (`CircuitBreaker.probe_succeeded`).
 
-A backend takes requests when its health is not down/loading and its breaker allows.
+A backend takes requests when its health is not down/loading, it is not draining and
+its breaker allows. Draining (set by the supervisor through the admin API during a model
+switch) stops new requests only: attempts and streams already on the backend finish.
 
 A backend that stops answering while requests wait on it (SIGSTOP, a wedged process)
 is caught by the prober: when it marks the backend down, every attempt waiting on it
@@ -66,6 +68,7 @@ class Upstream:
         self.last_error: str | None = None
         self.last_probe_ms: float | None = None
         self.in_flight = 0
+        self.draining = False
         self._silent_probes = 0
         self._watched: set[asyncio.Timeout] = set()
         self._nudged = asyncio.Event()
@@ -77,14 +80,26 @@ class Upstream:
     @property
     def routable(self) -> bool:
         """Whether a request may be sent now, without claiming a half-open trial."""
-        return self.health not in (Health.DOWN, Health.LOADING) and self.breaker.would_allow()
+        return (
+            not self.draining
+            and self.health not in (Health.DOWN, Health.LOADING)
+            and self.breaker.would_allow()
+        )
 
     def why_not_routable(self) -> str:
+        if self.draining:
+            return "draining (taking no new requests)"
         if self.health is Health.DOWN:
             return f"down ({self.last_error or 'health probe failed'})"
         if self.health is Health.LOADING:
             return "loading its model"
         return f"circuit {self.breaker.state.value} ({self.last_error or 'recent failures'})"
+
+    def set_draining(self, draining: bool) -> None:
+        if draining != self.draining:
+            what = "draining" if draining else "taking requests again"
+            log.info("backend %s: %s", self.name, what)
+        self.draining = draining
 
     def url(self, path: str) -> str:
         return f"{self.spec.api_base}{path}"
@@ -198,6 +213,7 @@ class Upstream:
             "state": self.health.value,
             "circuit": self.breaker.state.value,
             "routable": self.routable,
+            "draining": self.draining,
             "consecutive_failures": self.breaker.consecutive_failures,
             "in_flight": self.in_flight,
             "last_error": self.last_error,

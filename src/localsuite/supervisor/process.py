@@ -1,16 +1,24 @@
-"""One managed OS process: an explicit lifecycle with a single writer.
+"""One managed OS process: an explicit lifecycle, written only by its own methods.
 
-    stopped ──start()──▶ starting ──health 200──▶ ready
-    starting/ready ──exit──▶ (the launcher decides: starting again after a backoff, or failed)
-    any ──stop()──▶ stopping ──▶ stopped
+    stopped ──start()──▶ starting ──ready()──▶ ready
+    starting/ready ──exited()──▶ stopped          (the supervisor schedules a restart)
+    starting/ready ──stop()──▶ stopping ──▶ stopped
+    stopped ──fail()──▶ failed ──start()──▶ starting   (only when asked: `restart`)
 
-Only the methods of `ManagedProcess` write `state`; the launcher reads it. Children run
-in their own process group (a stop reaches their children too) and are killed by the
-kernel if the launcher dies (PR_SET_PDEATHSIG), so nothing is orphaned.
+Each method states which states it accepts and refuses the others (`IllegalTransition`),
+so a caller that lost track of the state fails loudly instead of forking a second
+server. Whoever owns the service at the moment (the supervisor's loop, or one operation
+such as a model switch) is the only caller.
+
+Children run in their own process group (a stop reaches anything they spawned) and get
+SIGKILL from the kernel if the supervisor dies (PR_SET_PDEATHSIG), so nothing is
+orphaned. PR_SET_PDEATHSIG fires when the *thread* that forked exits: `start()` must be
+called from the supervisor's main (event loop) thread, never from a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import enum
@@ -21,11 +29,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from localsuite.supervisor.services import ServiceSpec
 
 PR_SET_PDEATHSIG = 1
+LOG_ROTATE_BYTES = 20 * 2**20  # a log past this is moved to NAME.log.1 at the next start
+
+try:  # resolved here: the child, between fork and exec, must not load libraries
+    _prctl: Callable[..., int] | None = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
 
 
 class ProcessState(enum.Enum):
@@ -36,9 +48,13 @@ class ProcessState(enum.Enum):
     FAILED = "failed"
 
 
+class IllegalTransition(RuntimeError):
+    """A lifecycle method called in a state that does not allow it: a supervisor bug."""
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ManagedProcess:
@@ -46,85 +62,116 @@ class ManagedProcess:
         self,
         spec: ServiceSpec,
         log_dir: Path,
+        *,
         env: dict[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[ManagedProcess], None] | None = None,
     ) -> None:
         self.spec = spec
         self.log_path = log_dir / f"{spec.name}.log"
         self.env = env
-        self._clock = clock
+        self.on_change = on_change
         self.state = ProcessState.STOPPED
         self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at: float | None = None  # monotonic, for decisions
-        self.started_wall: float | None = None  # wall clock, for people
-        self.restarts = 0
+        self.started_wall: float | None = None  # wall clock of the current run, for people
         self.last_error: str | None = None
+        self.log_offset = 0  # where the current run's output starts in the log
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        running = self.state in (ProcessState.STARTING, ProcessState.READY, ProcessState.STOPPING)
+        return self.proc.pid if self.proc is not None and running else None
 
-    def start(self) -> None:
+    def _set(self, state: ProcessState) -> None:
+        if state is not self.state:
+            self.state = state
+            if self.on_change is not None:
+                self.on_change(self)
+
+    def _expect(self, action: str, *allowed: ProcessState) -> None:
+        if self.state not in allowed:
+            raise IllegalTransition(f"{self.name}: cannot {action} while {self.state.value}")
+
+    # --- transitions -------------------------------------------------------------------
+    def start(self, spec: ServiceSpec | None = None) -> None:
+        """Spawn the process (with a new spec, for a model switch); stopped/failed only."""
+        self._expect("start", ProcessState.STOPPED, ProcessState.FAILED)
+        if spec is not None:
+            self.spec = spec
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._rotate_log()
         with self.log_path.open("ab") as log:
-            log.write(f"\n--- starting {self.spec.name}: {' '.join(self.spec.argv)}\n".encode())
+            header = f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}: "
+            log.write(f"{header}{' '.join(self.spec.argv)}\n".encode())
             log.flush()
+            self.log_offset = log.tell()
             self.proc = subprocess.Popen(
                 self.spec.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**(self.env or os.environ), **self.spec.env},
+                env={**(self.env if self.env is not None else os.environ), **self.spec.env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
             )
-        self.started_at = self._clock()
-        self.started_wall = time.time()
-        self.state = ProcessState.STARTING
+        self.started_wall = time.time()  # last_error stays: why the previous run ended
+        self._set(ProcessState.STARTING)
+
+    def use_spec(self, spec: ServiceSpec) -> None:
+        """Run `spec` from the next start on (a rolled-back model); stopped/failed only."""
+        self._expect("change its command", ProcessState.STOPPED, ProcessState.FAILED)
+        self.spec = spec
+
+    def ready(self) -> None:
+        self._expect("become ready", ProcessState.STARTING)
+        self._set(ProcessState.READY)
 
     def exit_code(self) -> int | None:
         """The exit status if the process has ended (and is reaped), else None."""
         return None if self.proc is None else self.proc.poll()
 
-    def check_health(self, timeout: float = 2.0) -> bool:
-        """One health probe; a starting process that passes becomes ready."""
-        try:
-            ok = httpx.get(self.spec.health_url, timeout=timeout).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if ok and self.state is ProcessState.STARTING:
-            self.state = ProcessState.READY
-        return ok
-
-    def start_period_over(self) -> bool:
-        return self.started_at is not None and (
-            self._clock() - self.started_at > self.spec.start_period
-        )
-
     def exited(self, reason: str) -> None:
-        """The process ended on its own: record why, before the launcher decides."""
+        """The process ended on its own: record why; its group's leftovers are killed."""
+        self._expect("record an exit", ProcessState.STARTING, ProcessState.READY)
+        self._signal_group(signal.SIGKILL)
         self.last_error = reason
-        self.state = ProcessState.STOPPED
+        self._set(ProcessState.STOPPED)
 
     def fail(self, reason: str) -> None:
+        """Give up on the service: it stays down until someone asks for it again."""
+        self._expect("fail", ProcessState.STOPPED, ProcessState.FAILED)
         self.last_error = reason
-        self.state = ProcessState.FAILED
+        self._set(ProcessState.FAILED)
 
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM to the process group, then SIGKILL after `grace` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
-            if self.state is not ProcessState.FAILED:
-                self.state = ProcessState.STOPPED
+    async def stop(self, grace: float, reason: str | None = None) -> None:
+        """SIGTERM to the process group, SIGKILL after `grace` seconds; bounded."""
+        if self.state in (ProcessState.STOPPED, ProcessState.FAILED):
             return
-        self.state = ProcessState.STOPPING
-        self._signal_group(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        if reason is not None:
+            self.last_error = reason
+        self._set(ProcessState.STOPPING)
+        self._signal_group(signal.SIGCONT)  # a stopped (SIGSTOP) process cannot act on TERM
         self._signal_group(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+        if not await self._wait_exit(grace):
             self._signal_group(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.state = ProcessState.STOPPED
+            await self._wait_exit(10.0)
+        self._signal_group(signal.SIGKILL)  # anything the leader left in its group
+        self._set(ProcessState.STOPPED)
+
+    async def _wait_exit(self, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while self.exit_code() is None:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def kill_now(self) -> None:
+        """SIGKILL the group without waiting: the last resort when the supervisor exits."""
+        self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.proc is None:
@@ -132,9 +179,19 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    def log_tail(self, lines: int = 12) -> str:
+    # --- the log -----------------------------------------------------------------------
+    def _rotate_log(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.log_path.stat().st_size > LOG_ROTATE_BYTES:
+                self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+
+    def log_tail(self, lines: int = 12, current_run: bool = True) -> str:
+        """The last lines of the log (of the current or last run only, by default)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                if current_run:
+                    log.seek(self.log_offset)
+                text = log.read()[-64 * 1024 :].decode("utf-8", "replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])

@@ -1,20 +1,35 @@
-"""Service definitions and presets: what the launcher runs, on which port, after what.
+"""Service definitions and presets: what the supervisor runs, on which port, after what.
 
-Presets follow the spec: `p1` = inference-chat + api-gateway; `p2` = p1 + inference-code
-+ embedding + rag; `p3` = p2 + mcp-server (the default). Services this build does not
-have yet are named in the preset and skipped with a notice by the launcher.
+The one-machine equivalent of the original suite's compose file:
+
+    service         command                                 ready check    depends_on
+    inference-chat  llama-server --model CHAT_MODEL ...     /health        -
+    inference-code  llama-server --model CODE_MODEL ...     /health        -
+    api-gateway     python -m localsuite serve api-gateway  /health/live   any inference-*
+    embedding       python -m localsuite serve embedding    /health        -
+    rag             python -m localsuite serve rag          /health        embedding, api-gateway
+    mcp-server      python -m localsuite serve mcp-server   /health        api-gateway, rag
+
+Once ready, a Python service is checked on `/health/live` (liveness): a rag whose
+embedding service is down is not cured by a restart.
+llama-server's `/health` answers 503 while it loads its model and 200 once it can
+generate. The gateway is ready as soon as it serves: its own `/health` reports its
+backends, which the supervisor already watches. Presets follow the spec: `p1` =
+inference-chat + api-gateway; `p2` = p1 + inference-code + embedding + rag; `p3` = p2 +
+mcp-server (the default).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.inference.command import inference_plan
+from localsuite.inference.command import INFERENCE_SERVICES, inference_plan
 from localsuite.inference.registry import ModelRegistry
+from localsuite.supervisor.health import HealthCheck
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "p1": ("inference-chat", "api-gateway"),
@@ -22,7 +37,6 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "p3": ("inference-chat", "inference-code", "embedding", "rag", "api-gateway", "mcp-server"),
 }
 DEFAULT_PRESET = "p3"
-NOT_BUILT_YET = frozenset({"embedding", "rag", "mcp-server"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,48 +44,108 @@ class ServiceSpec:
     name: str
     argv: list[str]
     port: int
-    health_url: str
+    health: HealthCheck
     depends_on: tuple[str, ...] = ()
     # True: one ready dependency is enough (the gateway serves with either backend).
     any_dependency: bool = False
-    start_period: float = 120.0  # a large GGUF may load for a minute: not a failure
-    model: str | None = None
+    model: str | None = None  # the registry name a llama-server serves
     env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def is_inference(self) -> bool:
+        return self.name in INFERENCE_SERVICES
 
-def build_services(settings: Settings, preset: str) -> tuple[list[ServiceSpec], list[str]]:
-    """The preset's services in start order, and the names this build skips."""
+
+@dataclass(frozen=True, slots=True)
+class _PythonService:
+    port: Callable[[Settings], int]
+    depends_on: tuple[str, ...]
+    start_period: Callable[[Settings], float]
+    ready_path: str = "/health"
+    any_dependency: bool = False
+
+
+_PYTHON_SERVICES: dict[str, _PythonService] = {
+    "api-gateway": _PythonService(
+        lambda s: s.api_gateway_port,
+        INFERENCE_SERVICES,
+        lambda s: s.supervisor_start_period,
+        ready_path="/health/live",
+        any_dependency=True,
+    ),
+    "embedding": _PythonService(lambda s: s.embedding_port, (), lambda s: s.embedding_start_period),
+    "rag": _PythonService(
+        lambda s: s.rag_port, ("embedding", "api-gateway"), lambda s: s.supervisor_start_period
+    ),
+    "mcp-server": _PythonService(
+        lambda s: s.mcp_port, ("api-gateway", "rag"), lambda s: s.supervisor_start_period
+    ),
+}
+
+
+def health_check(
+    settings: Settings, url: str, start_period: float, live_url: str | None = None
+) -> HealthCheck:
+    return HealthCheck(
+        url=url,
+        start_period=start_period,
+        interval=settings.supervisor_health_interval,
+        timeout=settings.supervisor_health_timeout,
+        retries=settings.supervisor_health_retries,
+        start_interval=settings.supervisor_start_interval,
+        live_url=live_url,
+    )
+
+
+def inference_spec(
+    name: str, settings: Settings, registry: ModelRegistry, model: str | None = None
+) -> ServiceSpec:
+    """A llama-server service; `model` (a registry name) overrides the settings' model."""
+    plan = inference_plan(name, settings, registry, model=model)
+    url = f"{settings.local_url(plan.port)}/health"
+    return ServiceSpec(
+        name,
+        plan.argv,
+        plan.port,
+        health_check(settings, url, settings.inference_start_period),
+        model=plan.model.name,
+    )
+
+
+def python_spec(name: str, settings: Settings, present: Iterable[str]) -> ServiceSpec:
+    """A Python service run by `localsuite serve`; dependencies outside `present` are dropped."""
+    known = _PYTHON_SERVICES[name]
+    port = known.port(settings)
+    base = settings.local_url(port)
+    ready = f"{base}{known.ready_path}"
+    live = f"{base}/health/live"
+    present = set(present)
+    return ServiceSpec(
+        name,
+        [sys.executable, "-m", "localsuite", "serve", name],
+        port,
+        health_check(
+            settings, ready, known.start_period(settings), live if live != ready else None
+        ),
+        depends_on=tuple(d for d in known.depends_on if d in present),
+        any_dependency=known.any_dependency,
+    )
+
+
+def build_services(settings: Settings, preset: str) -> list[ServiceSpec]:
+    """The preset's services in start order."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    wanted = PRESETS[preset]
-    skipped = [name for name in wanted if name in NOT_BUILT_YET]
-    present = [name for name in wanted if name not in NOT_BUILT_YET]
+    present = PRESETS[preset]
     registry = ModelRegistry(settings.models_dir)
-    specs: dict[str, ServiceSpec] = {}
-    for name in present:
-        if name.startswith("inference-"):
-            plan = inference_plan(name, settings, registry)
-            specs[name] = ServiceSpec(
-                name,
-                plan.argv,
-                plan.port,
-                f"{settings.local_url(plan.port)}/health",
-                model=plan.model.name,
-                start_period=settings.inference_start_period,
-            )
-        elif name == "api-gateway":
-            port = settings.api_gateway_port
-            specs[name] = ServiceSpec(
-                name,
-                [sys.executable, "-m", "localsuite", "serve", "api-gateway"],
-                port,
-                f"{settings.local_url(port)}/health/live",
-                depends_on=tuple(n for n in present if n.startswith("inference-")),
-                any_dependency=True,
-                start_period=30.0,
-            )
+    specs = {
+        name: inference_spec(name, settings, registry)
+        if name in INFERENCE_SERVICES
+        else python_spec(name, settings, present)
+        for name in present
+    }
     order = start_order({n: s.depends_on for n, s in specs.items()})
-    return [specs[name] for name in order], skipped
+    return [specs[name] for name in order]
 
 
 def start_order(graph: dict[str, Iterable[str]]) -> list[str]:
@@ -96,3 +170,12 @@ def start_order(graph: dict[str, Iterable[str]]) -> list[str]:
     for name in graph:
         visit(name, [])
     return order
+
+
+def stop_waves(specs: Iterable[ServiceSpec]) -> list[list[str]]:
+    """Groups to stop one after the other, dependents first; each group stops at once."""
+    depth: dict[str, int] = {}
+    for spec in specs:  # in start order: dependencies already have their depth
+        depth[spec.name] = 1 + max((depth.get(d, 0) for d in spec.depends_on), default=-1)
+    levels = sorted(set(depth.values()), reverse=True)
+    return [[name for name, d in depth.items() if d == level] for level in levels]

@@ -1,0 +1,48 @@
+"""The `localsuite` command's app and what every command shares: settings, errors, output.
+
+The CLI is the only part of the suite that prints; its commands live beside this
+module, one module per concern (`stack`, `talk`, `documents`, `serve`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from localsuite.core.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise fail(f"invalid configuration: {exc}", 2) from exc
+
+
+def control_client(settings: Settings) -> Any:
+    from localsuite.supervisor.client import ControlClient, ControlError
+
+    try:
+        return ControlClient(settings)
+    except ControlError as exc:
+        raise fail(exc.message) from exc
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+
+
+@app.callback()
+def main() -> None:
+    """Local AI Suite: a fault-tolerant local AI stack."""
