@@ -175,3 +175,16 @@ async def test_a_qdrant_server_that_is_not_there_is_unavailable_not_a_crash() ->
             await store.search("docs", [0.1, 0.2], 3)
     finally:
         await store.close()
+
+
+async def test_a_qdrant_server_that_hangs_costs_the_budget_not_the_client_timeout() -> None:
+    """A server that accepts connections and says nothing (a hung Qdrant)."""
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    store = VectorStore(url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        with pytest.raises(StoreUnavailable, match=r"no answer within 0\.5s"):
+            await asyncio.wait_for(store.search("docs", [0.1, 0.2], 3, budget=0.5), timeout=10)
+    finally:
+        silent.close()
+        await store.close()

@@ -140,3 +140,19 @@ def test_dependencies_gate_the_start(
     for name in ready:
         sup.services[name].process.state = ProcessState.READY  # only to set up the case
     assert sup.waiting_for(sup.services["c"]) == waiting
+
+
+async def test_a_state_file_that_cannot_be_written_does_not_stop_the_stack(
+    supervise: Start, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "run" / "state.json"
+    blocker.mkdir(
+        parents=True
+    )  # a folder where the file goes: every write fails, as on a full disk
+    sup = await supervise([fake_spec("steady")])
+    await eventually(lambda: state(sup, "steady") is READY, 20, "steady ready")
+    assert read_state(sup.settings) is None
+    blocker.rmdir()  # space again: the state is written at the next change or tick
+    sup.publish(final=False)
+    await eventually(lambda: read_state(sup.settings) is not None, 10, "the state file")
+    assert state(sup, "steady") is READY

@@ -283,13 +283,14 @@ async def forward_embeddings(gateway: Gateway, raw: bytes) -> Response:
     session = gateway.session
     if session is None:
         raise ServiceUnavailable("the gateway is starting")
+    headers = {"Content-Type": "application/json"}
+    if settings.api_key:  # the embedding service demands the suite's key too
+        headers["Authorization"] = f"Bearer {settings.api_key}"
     try:
         with translate_errors("embedding"):
             async with (
                 asyncio.timeout(settings.embedding_timeout),
-                session.post(
-                    url, data=raw, headers={"Content-Type": "application/json"}
-                ) as response,
+                session.post(url, data=raw, headers=headers) as response,
             ):
                 body = await response.read()
                 status = response.status

@@ -17,9 +17,10 @@ import asyncio
 import logging
 import os
 import shutil
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +39,7 @@ from localsuite.core.errors import (
     LocalSuiteError,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 from localsuite.core.health import HealthReport
 from localsuite.core.http import create_session
@@ -124,8 +126,9 @@ class RagService:
         )
         self.jobs = await asyncio.to_thread(JobStore, self.root / "jobs.sqlite")
         self.embedding = EmbeddingClient(
-            self.session, settings.embedding_service_url, settings.embedding_timeout
-        )
+            self.session, settings.embedding_service_url, settings.embedding_timeout,
+            settings.api_key,
+        )  # fmt: skip
         self.gateway = GatewayClient(self.session, settings.gateway_service_url, settings.api_key)
         interval = settings.rag_probe_interval
         self.dependencies = {
@@ -143,7 +146,7 @@ class RagService:
                 self.metrics.dependency,
             ),
         }
-        self.guard = Guard(self.dependencies, self.policy)
+        self.guard = Guard(self.dependencies, self.policy, self.metrics.retry)
         self.answerer = Answerer(
             settings, self.store, self.embedding, self.gateway, self.guard, self.metrics
         )
@@ -179,7 +182,6 @@ class RagService:
         checks = tuple(d.check() for d in self.dependencies.values()) if self._ready else ()
         down = [name for name, d in self.dependencies.items() if not d.up] if self._ready else []
         jobs = await asyncio.to_thread(self.jobs.active_counts) if self._ready else {}
-        self.metrics.job_states(jobs)
         retry = min((self.guard.retry_after(n) for n in down), default=1.0)
         info = {
             "qdrant": self.store.where if self._ready else None,
@@ -227,9 +229,9 @@ class RagService:
         paths = self.resolve_paths(given)
         known = await asyncio.to_thread(self.jobs.sources, collection)
         work = await asyncio.to_thread(plan_paths, paths, known)
-        job_id = await asyncio.to_thread(self.jobs.create, collection, work)
-        self.indexer.wake()
-        return await self.job(job_id)
+        with storage("record the index job"):
+            job_id = await asyncio.to_thread(self.jobs.create, collection, work)
+        return await self.accepted(job_id)
 
     async def accept_upload(self, collection: str, files: list[UploadFile]) -> dict[str, Any]:
         if not files:
@@ -238,7 +240,8 @@ class RagService:
         folder = self.uploads / job_id
         work: list[tuple[str, str, str | None]] = []
         try:
-            folder.mkdir(parents=True)
+            with storage("keep the uploaded files"):
+                folder.mkdir(parents=True)
             for upload in files:
                 name = Path(upload.filename or "").name
                 if not name or name in (".", ".."):
@@ -249,13 +252,19 @@ class RagService:
                     )
                 target = folder / f"{len(work)}-{name}"
                 data = await upload.read()
-                await asyncio.to_thread(_write_durably, target, data)
+                with storage("keep the uploaded file"):
+                    await asyncio.to_thread(_write_durably, target, data)
                 work.append(("index", f"upload:{name}", str(target)))
-            await asyncio.to_thread(self.jobs.create, collection, work, job_id=job_id)
+            with storage("record the index job"):
+                await asyncio.to_thread(self.jobs.create, collection, work, job_id=job_id)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        return await self.accepted(job_id)
+
+    async def accepted(self, job_id: str) -> dict[str, Any]:
         self.indexer.wake()
+        self.metrics.job_states(await asyncio.to_thread(self.jobs.active_counts))
         return await self.job(job_id)
 
     async def job(self, job_id: str) -> dict[str, Any]:
@@ -343,6 +352,7 @@ def create_rag_app(settings: Settings) -> FastAPI:
             "context": context,
             "collection": question.collection,
             "retrieval_ms": round(retrieved.retrieval_ms, 2),
+            "timings": retrieved.timings(),
         }
         return Response(orjson.dumps(payload), media_type=JSON)
 
@@ -373,12 +383,30 @@ def create_rag_app(settings: Settings) -> FastAPI:
         existed = await service.guard.call("qdrant", lambda: service.store.drop(name), deadline)
         forgotten = await asyncio.to_thread(service.jobs.forget_collection, name)
         cancelled = await asyncio.to_thread(service.jobs.cancel_collection, name)
+        for job_id in cancelled:  # their uploads will never be read now
+            await asyncio.to_thread(shutil.rmtree, service.uploads / job_id, True)
         service.indexer.forget(name)
-        if not existed and not forgotten:
+        if not (existed or forgotten or cancelled):
             raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
-        return {"deleted": name, "documents": forgotten, "jobs_cancelled": cancelled}
+        return {"deleted": name, "documents": forgotten, "jobs_cancelled": len(cancelled)}
 
     return app
+
+
+@contextmanager
+def storage(what: str) -> Iterator[None]:
+    """A failure to write accepted work (disk full, a read-only DATA_DIR) refuses the work
+    with 503: it was not accepted, so nothing is lost, and the client may try again."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot %s: %s", what, exc)
+        raise ServiceUnavailable(
+            f"cannot {what} ({type(exc).__name__}: {exc}); is the disk under DATA_DIR full "
+            "or read-only?",
+            code="storage_unavailable",
+            retry_after=30,
+        ) from exc
 
 
 def _accepted(job: dict[str, Any]) -> Response:

@@ -30,16 +30,28 @@ class Embedded:
     dim: int
 
 
+def auth(api_key: str | None) -> dict[str, str]:
+    """The suite's key (`LOCALSUITE_API_KEY`): every service of the suite demands it."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class EmbeddingClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        timeout: float,
+        api_key: str | None = None,
+    ) -> None:
         self.session = session
         self.base_url = base_url
         self.timeout = timeout
+        self.headers = auth(api_key)
 
     async def embed(self, texts: list[str], budget: float) -> Embedded:
         body = await call_json(
             self.session, "POST", f"{self.base_url}/embed", payload={"texts": texts},
-            budget=min(budget, self.timeout), what="embedding",
+            budget=min(budget, self.timeout), headers=self.headers, what="embedding",
         )  # fmt: skip
         try:
             vectors = body["embeddings"]
@@ -55,8 +67,9 @@ class EmbeddingClient:
 
     async def health(self, budget: float) -> str:
         body = await call_json(
-            self.session, "GET", f"{self.base_url}/health", budget=budget, what="embedding"
-        )
+            self.session, "GET", f"{self.base_url}/health", budget=budget,
+            headers=self.headers, what="embedding",
+        )  # fmt: skip
         return f"{body.get('model', '?')} ({body.get('dim', '?')} dims)"
 
 
@@ -66,7 +79,7 @@ class GatewayClient:
     ) -> None:
         self.session = session
         self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = auth(api_key)
 
     async def chat(self, body: dict[str, Any], budget: float) -> dict[str, Any]:
         answer = await call_json(

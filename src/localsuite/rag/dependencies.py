@@ -141,9 +141,15 @@ class Dependency:
 class Guard:
     """Runs calls to the dependencies under one retry policy."""
 
-    def __init__(self, dependencies: dict[str, Dependency], policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        dependencies: dict[str, Dependency],
+        policy: RetryPolicy,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self.dependencies = dependencies
         self.policy = policy
+        self._on_retry = on_retry
 
     def retry_after(self, name: str) -> float:
         return max(1.0, self.dependencies[name].next_probe_in())
@@ -153,6 +159,8 @@ class Guard:
 
         def on_retry(exc: BaseException, wait: float) -> None:
             dependency.nudge()
+            if self._on_retry is not None:
+                self._on_retry(name)
             log.info("%s: %s; retrying in %.2fs", name, exc, wait)
 
         try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from localsuite.core.http import BadAnswer, ErrorAnswer
 from localsuite.core.metrics import RagMetrics
 from localsuite.core.retry import RetryPolicy
 from localsuite.rag.chunking import Chunk, Chunker
@@ -77,6 +78,10 @@ def plan_paths(paths: list[Path], known_sources: list[str]) -> list[tuple[str, s
     return work
 
 
+class JobCancelled(Exception):
+    """The job was cancelled (its collection deleted) while it waited."""
+
+
 @dataclass
 class Outcome:
     entry: LedgerEntry | None
@@ -123,34 +128,47 @@ class Indexer:
         self._wake.set()
 
     async def run(self) -> None:
+        """Run jobs forever; nothing that goes wrong with one job stops the worker."""
+        troubles = 0
         while True:
             self._wake.clear()
-            job_id = await self._db(self.jobs.next_active)
-            if job_id is None:
-                await self._wake.wait()
-                continue
-            self.current = job_id
             try:
+                job_id = await self._db(self.jobs.next_active)
+                if job_id is None:
+                    await self._wake.wait()
+                    continue
+                self.current = job_id
                 await self._run_job(job_id)
+                troubles = 0
+                if await self._db(self.jobs.state_of, job_id) in FINAL_STATES:
+                    # uploads are kept until their job is over; then the index holds them
+                    await asyncio.to_thread(shutil.rmtree, self.uploads / job_id, True)
+            except Exception:  # SQLite or the disk failing, or a bug: say so, try later
+                troubles += 1
+                log.exception("the index worker failed on job %s; trying again", self.current)
+                await asyncio.sleep(self.backoff.delay(troubles))
             finally:
                 self.current = None
-            if await self._db(self.jobs.state_of, job_id) in FINAL_STATES:
-                # uploaded files are kept until their job is over, then only the index holds them
-                await asyncio.to_thread(shutil.rmtree, self.uploads / job_id, True)
+
+    async def _set_state(self, job_id: str, state: str, **kw: str | None) -> None:
+        await self._db(self.jobs.set_state, job_id, state, **kw)
+        self.metrics.job_states(await self._db(self.jobs.active_counts))
 
     async def _run_job(self, job_id: str) -> None:
         collection = await self._db(self.jobs.collection_of, job_id)
-        await self._db(self.jobs.set_state, job_id, "running")
+        await self._set_state(job_id, "running")
         for item in await self._db(self.jobs.pending, job_id):
             if await self._db(self.jobs.state_of, job_id) == "cancelled":
                 return
             try:
                 outcome = await self._file(job_id, collection, item)
-            except NotADocument as exc:
-                await self._db(self.jobs.file_failed, job_id, item.seq, str(exc))
+            except JobCancelled:  # while it waited for a dependency
+                return
+            except (NotADocument, ErrorAnswer, BadAnswer) as exc:  # this file, not the job
+                await self._db(self.jobs.file_failed, job_id, item.seq, _reason(exc))
                 continue
             except StoreError as exc:  # Qdrant refused: retrying cannot help
-                await self._db(self.jobs.set_state, job_id, "failed", error=str(exc))
+                await self._set_state(job_id, "failed", error=str(exc))
                 return
             await self._db(
                 self.jobs.file_done, job_id, item.seq, collection, item.source, outcome.entry,
@@ -158,7 +176,7 @@ class Indexer:
             )  # fmt: skip
             self.metrics.chunks(added=outcome.added, removed=outcome.removed)
         if await self._db(self.jobs.state_of, job_id) != "cancelled":
-            await self._db(self.jobs.set_state, job_id, "done")
+            await self._set_state(job_id, "done")
 
     async def _file(self, job_id: str, collection: str, item: WorkItem) -> Outcome:
         before = await self._db(self.jobs.ledger, collection, item.source)
@@ -237,14 +255,24 @@ class Indexer:
                 self.metrics.retry(name)
                 dependency.nudge()
                 log.warning("job %s: %s failed (%s); waiting for it", job_id[:8], name, exc)
-                await self._db(self.jobs.set_state, job_id, "waiting", waiting_for=name)
+                await self._set_state(job_id, "waiting", waiting_for=name)
                 await asyncio.sleep(self.backoff.delay(failures))
                 await dependency.wait_up()
+                if await self._db(self.jobs.state_of, job_id) == "cancelled":
+                    raise JobCancelled(job_id) from exc
                 continue
             if failures:
                 log.info("job %s: %s is back; resuming", job_id[:8], name)
-                await self._db(self.jobs.set_state, job_id, "running")
+                await self._set_state(job_id, "running")
             return result
+
+
+def _reason(exc: Exception) -> str:
+    """Why a file was not indexed, for the job's `failures`."""
+    if isinstance(exc, ErrorAnswer):
+        hint = " (is RAG_INDEX_BATCH_SIZE above EMBEDDING_MAX_TEXTS?)" if exc.status == 413 else ""
+        return f"the embedding service refused it: HTTP {exc.status} {exc.message()}{hint}"
+    return str(exc)
 
 
 def _read(path: Path) -> bytes:

@@ -212,16 +212,22 @@ class JobStore:
             row = self._db.execute("SELECT collection FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return str(row["collection"])
 
-    def cancel_collection(self, collection: str) -> int:
+    def cancel_collection(self, collection: str) -> list[str]:
+        """Cancel the unfinished jobs of `collection`; their ids."""
         now = time.time()
         with self._tx() as db:
-            cursor = db.execute(
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE collection = ?"
+                " AND state IN ('queued','running','waiting')",
+                (collection,),
+            ).fetchall()
+            db.execute(
                 "UPDATE jobs SET state = 'cancelled', error = 'the collection was deleted',"
                 " updated_at = ?, finished_at = ? WHERE collection = ?"
                 " AND state IN ('queued','running','waiting')",
                 (now, now, collection),
             )
-            return cursor.rowcount
+        return [str(row["id"]) for row in rows]
 
     # --- the work list -------------------------------------------------------------------
     def pending(self, job_id: str) -> list[WorkItem]:

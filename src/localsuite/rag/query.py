@@ -40,7 +40,19 @@ class Retrieved:
     collection: str
     hits: list[Hit]
     used: int  # how many of the best hits fit in the prompt
-    retrieval_ms: float
+    embedding_ms: float
+    search_ms: float
+
+    @property
+    def retrieval_ms(self) -> float:
+        return self.embedding_ms + self.search_ms
+
+    def timings(self) -> dict[str, float]:
+        return {
+            "embedding_ms": round(self.embedding_ms, 2),
+            "search_ms": round(self.search_ms, 2),
+            "retrieval_ms": round(self.retrieval_ms, 2),
+        }
 
     def context(self, documents_dir: Path) -> list[dict[str, Any]]:
         return [
@@ -108,14 +120,23 @@ class Answerer:
             lambda: self.embedding.embed([question.query], deadline.remaining()),
             deadline,
         )
+        searching = time.perf_counter()
         hits = await self.guard.call(
             "qdrant",
-            lambda: self.store.search(question.collection, embedded.vectors[0], question.topk),
+            lambda: self.store.search(
+                question.collection,
+                embedded.vectors[0],
+                question.topk,
+                deadline.budget(self.settings.qdrant_timeout),
+            ),
             deadline,
         )
-        seconds = time.perf_counter() - started
-        self.metrics.phase("retrieval", seconds)
-        return Retrieved(question.collection, hits, self._fitting(hits), seconds * 1000)
+        done = time.perf_counter()
+        self.metrics.phase("retrieval", done - started)
+        return Retrieved(
+            question.collection, hits, self._fitting(hits),
+            (searching - started) * 1000, (done - searching) * 1000,
+        )  # fmt: skip
 
     def _fitting(self, hits: list[Hit]) -> int:
         budget = self.settings.rag_context_tokens

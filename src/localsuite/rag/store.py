@@ -20,7 +20,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,20 +99,37 @@ class VectorStore:
                     )
             return self._client
 
-    async def _run(self, what: str, call: Callable[[QdrantClient], T]) -> T:
+    async def _run(
+        self, what: str, call: Callable[[QdrantClient], T], budget: float | None = None
+    ) -> T:
+        """Run `call` on the worker thread; `budget` (seconds, default QDRANT_TIMEOUT)
+        bounds the wait for it, whatever the client's own timeouts do."""
+
         def work() -> T:
             with translate(what, self.where):
                 return call(self._connect())
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        limit = self.timeout if budget is None else budget
+        running = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        try:
+            return await asyncio.wait_for(running, limit)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"Qdrant ({self.where}) could not {what}: no answer within {limit:g}s"
+            ) from exc
 
-    async def close(self) -> None:
+    async def close(self, within: float = 5.0) -> None:
+        """Close the client after the calls in progress, waiting at most `within` seconds
+        (a hung server's call ends at its own timeout, not ours)."""
+
         def shut() -> None:
             if self._client is not None:
                 self._client.close()
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+        with suppress(TimeoutError):
+            closing = asyncio.get_running_loop().run_in_executor(self._executor, shut)
+            await asyncio.wait_for(closing, within)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- operations ----------------------------------------------------------------------
     async def ping(self) -> str:
@@ -165,14 +182,16 @@ class VectorStore:
             lambda c: c.delete(name, points_selector=selector, wait=True),
         )
 
-    async def search(self, name: str, vector: Sequence[float], limit: int) -> list[Hit]:
+    async def search(
+        self, name: str, vector: Sequence[float], limit: int, budget: float | None = None
+    ) -> list[Hit]:
         def query(client: QdrantClient) -> list[Hit]:
             if not client.collection_exists(name):
                 raise CollectionMissing(f"collection {name!r} does not exist")
             found = client.query_points(name, query=list(vector), limit=limit, with_payload=True)
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found.points]
 
-        return await self._run(f"search {name!r}", query)
+        return await self._run(f"search {name!r}", query, budget)
 
     async def count(self, name: str) -> int:
         return await self._run(f"count {name!r}", lambda c: c.count(name, exact=True).count)

@@ -135,6 +135,7 @@ class Supervisor:
         self._operations: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._dirty = True
+        self._state_unwritable = False
         self._last_shown = 0.0
 
     # --- lifecycle -------------------------------------------------------------------
@@ -393,7 +394,15 @@ class Supervisor:
             data = snapshot(self)
             if final:  # stale pids could name unrelated processes later
                 data["supervisor_pid"] = None
-            write_state(self.settings, data)
+            try:
+                write_state(self.settings, data)
+            except OSError as exc:  # a full disk must not stop the stack: try again later
+                self._dirty = True
+                if not self._state_unwritable:
+                    log.warning("cannot write the state file (%s); `status` may be stale", exc)
+                self._state_unwritable = True
+            else:
+                self._state_unwritable = False
         elif now - self._last_shown < 1.0:
             return
         self._last_shown = now
