@@ -22,22 +22,20 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 import orjson
 import psutil
 
 from localsuite.core.settings import Settings
 from localsuite.embedding.bundled import unpacked_model
-from localsuite.testing.servers import free_port
+from localsuite.testing.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 512  # the service's window for the bundled model (see its backend module)
@@ -61,36 +59,15 @@ def texts(kind: str, count: int) -> list[str]:
     return out
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], within: float = 180) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy in {within}s")
-
-
 @contextmanager
-def service(port: int, batch_size: int) -> Iterator[int]:
-    env = {**os.environ, "EMBEDDING_PORT": str(port), "EMBEDDING_BATCH_SIZE": str(batch_size),
-           "LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "localsuite", "serve", "embedding"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+def service(logs: Path, batch_size: int) -> Iterator[ServiceProcess]:
+    env = {"EMBEDDING_BATCH_SIZE": str(batch_size), "LOG_LEVEL": "WARNING"}
+    process = ServiceProcess("embedding", logs, env).start()
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", proc)
-        yield proc.pid
+        process.wait_ready(180)
+        yield process
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+        process.stop()
 
 
 class InProcess:
@@ -187,11 +164,12 @@ def main() -> None:
                            "rows": [], "service_rss_mb": {}}  # fmt: skip
 
     local = InProcess()
+    logs = Path(tempfile.mkdtemp(prefix="bench-embedding-"))
     sentence = "What does the gateway do when a backend dies?"
     for batch_size in batch_sizes:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/embed"
-        with service(port, batch_size) as pid:
+        with service(logs, batch_size) as process:
+            url = f"{process.url}/embed"
+            pid = process.proc.pid  # type: ignore[union-attr]
             rss_idle = psutil.Process(pid).memory_info().rss
             for kind, count in volume.items():
                 items = texts(kind, count)

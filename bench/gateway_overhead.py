@@ -25,34 +25,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
-import httpx
 import psutil
 
 from localsuite.inference.binary import find_llama_server
 from localsuite.inference.registry import bundled_model
-from localsuite.testing.servers import free_port
+from localsuite.testing.servers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM = ROOT / "bench" / ".venv-litellm" / "bin" / "litellm"
 BENCH_KEY = "sk-bench-local"  # LiteLLM refuses to start without one; the others ignore it
 HEADERS = {"Authorization": f"Bearer {BENCH_KEY}"}
 BODY = {"model": "chat-7b", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], within: float = 120) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not healthy in {within}s")
 
 
 @contextmanager
@@ -62,7 +49,7 @@ def process(argv: list[str], health: str, env: dict[str, str] | None = None) -> 
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        wait_healthy(health, proc)
+        wait_healthy(health, proc, 120)
         yield proc.pid
     finally:
         proc.terminate()

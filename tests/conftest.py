@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -17,7 +16,7 @@ from localsuite.embedding.app import create_embedding_app
 from localsuite.gateway.app import Gateway, create_gateway_app
 from localsuite.testing.gateway_stack import make_settings
 from localsuite.testing.llama import LlamaProcess
-from localsuite.testing.servers import serve_in_thread, wait_until
+from localsuite.testing.servers import healthy, serve_in_thread, wait_until
 
 
 @pytest.fixture
@@ -62,20 +61,13 @@ def llama_gateway(llama_pair: tuple[LlamaProcess, LlamaProcess]) -> Iterator[Lla
         yield LlamaStack(url, app.state.gateway, chat, code)
 
 
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def embedding_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real embedding service (bundled all-MiniLM-L6-v2), loaded once per session."""
     cache = tmp_path_factory.mktemp("embedding-cache")
     app = create_embedding_app(Settings(_env_file=None, embedding_cache_dir=cache))
     with serve_in_thread(app) as url:
-        wait_until(lambda: healthy(url), 120, "the embedding model to load")
+        wait_until(lambda: healthy(f"{url}/health"), 120, "the embedding model to load")
         yield url
 
 
@@ -89,7 +81,7 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             llama.url, llama.url, llm_first_byte_timeout=30.0, llm_request_timeout=120.0
         )
         with serve_in_thread(create_gateway_app(settings)) as url:
-            wait_until(lambda: healthy(url), 30, "the gateway to see its backend")
+            wait_until(lambda: healthy(f"{url}/health"), 30, "the gateway to see its backend")
             yield url
     finally:
         llama.stop()

@@ -8,14 +8,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from localsuite.core.settings import Settings
 from localsuite.embedding.app import create_embedding_app
 from localsuite.embedding.backends.base import Embedded, EmbeddingBackend
 from localsuite.embedding.backends.sentence_transformers import SentenceTransformersBackend
-from localsuite.testing.servers import serve_in_thread, wait_until
+from localsuite.testing.servers import healthy, serve_in_thread, wait_until
 
 SettingsFactory = Callable[..., Settings]
 
@@ -43,13 +42,6 @@ def real_backend(make_settings: SettingsFactory) -> Iterator[SentenceTransformer
     asyncio.run(backend.close())
 
 
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def service_url(
     make_settings: SettingsFactory, real_backend: SentenceTransformersBackend
@@ -57,7 +49,7 @@ def service_url(
     """A real embedding service (uvicorn on a loopback port) with the shared model."""
     app = create_embedding_app(make_settings(), backend=real_backend)
     with serve_in_thread(app) as url:
-        wait_until(lambda: healthy(url), what="the embedding service to be ready")
+        wait_until(lambda: healthy(f"{url}/health"), what="the embedding service to be ready")
         yield url
 
 

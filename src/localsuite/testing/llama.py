@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
-
-import httpx
 
 from localsuite.core.settings import Settings
 from localsuite.inference.command import inference_plan
 from localsuite.inference.registry import ModelRegistry
-from localsuite.testing.servers import free_port
+from localsuite.testing.servers import free_port, wait_healthy
 
 
 class LlamaProcess:
@@ -52,17 +49,10 @@ class LlamaProcess:
         return self
 
     def wait_ready(self, within: float = 60.0) -> LlamaProcess:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited: {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"llama-server on {self.port} not ready in {within}s: {self.log_tail()}")
+        """Wait until `/health` answers 200: llama-server has loaded and can generate."""
+        assert self.proc is not None
+        wait_healthy(f"{self.url}/health", self.proc, within, self.log_tail)
+        return self
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

@@ -8,12 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from localsuite.testing.servers import free_port
+from localsuite.testing.servers import free_port, wait_healthy
 
 PORT_VARIABLES = {
     "api-gateway": "API_GATEWAY_PORT",
@@ -55,18 +52,10 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, within: float = 120.0) -> ServiceProcess:
-        """Poll `/health` until 200 (a service loading a model answers 503 meanwhile)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.service} exited: {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.service} not healthy within {within}s: {self.log_tail()}")
+        """Wait until `/health` answers 200 (a service loading a model answers 503)."""
+        assert self.proc is not None
+        wait_healthy(f"{self.url}/health", self.proc, within, self.log_tail)
+        return self
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no chance to finish anything."""

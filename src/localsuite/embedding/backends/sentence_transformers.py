@@ -106,6 +106,10 @@ class SentenceTransformersBackend:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        # OpenMP's idle threads spin by default, holding every core for a while after each
+        # batch; on a small machine that starves the services that called us (measured:
+        # a query's embedding call took 100 ms instead of 7 with 2 cores). Idle threads sleep.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from sentence_transformers import SentenceTransformer
 
