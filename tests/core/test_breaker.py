@@ -38,6 +38,9 @@ def make(
         (["trip", "wait", "probe", "ok"], CLOSED),
         (["trip", "wait", "probe", "fail"], OPEN),  # one failed trial re-opens
         (["trip", "wait", "probe", "fail", "probe"], OPEN),  # and restarts the cooldown
+        (["trip", "back"], HALF),  # a backend seen back from down needs no cooldown
+        (["trip", "back", "fail"], OPEN),  # but its trial still decides
+        (["back"], CLOSED),  # nothing to let back
     ],
 )
 def test_transitions(events: list[str], state: BreakerState) -> None:
@@ -53,6 +56,8 @@ def test_transitions(events: list[str], state: BreakerState) -> None:
             clock.now += 5.0
         elif event == "probe":
             breaker.probe_succeeded()
+        elif event == "back":
+            breaker.probe_succeeded(came_back=True)
     assert breaker.state is state
 
 

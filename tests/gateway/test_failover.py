@@ -182,6 +182,23 @@ def test_breaker_opens_and_a_probe_lets_the_backend_back(stack: Stack) -> None:
     assert upstream.breaker.state is BreakerState.CLOSED
 
 
+def test_a_backend_back_from_the_dead_is_tried_without_waiting_out_the_cooldown(
+    stack_factory: Any,
+) -> None:
+    stack = stack_factory(gateway_breaker_cooldown=600.0)
+    upstream = stack.gateway.upstreams["inference-chat"]
+    stack.primary.fault("status", status=500)
+    with stack.client() as client:
+        stack.chat(client)  # two failures: open, for at least the 600 s cooldown
+        assert upstream.breaker.state is BreakerState.OPEN
+        stack.primary.health_status = 503  # restarted: loading its model ...
+        wait_until(lambda: upstream.health is Health.LOADING, 5, "primary loading")
+        stack.primary.heal()  # ... and ready: a new process, its old failures explained
+        wait_until(lambda: upstream.breaker.state is BreakerState.HALF_OPEN, 5, "half-open")
+        assert stack.chat(client).headers["x-localsuite-backend"] == "inference-chat"
+    assert upstream.breaker.state is BreakerState.CLOSED
+
+
 def test_no_backend_up_is_a_quick_503_with_retry_after(stack: Stack) -> None:
     for fake in (stack.primary, stack.secondary):
         fake.health_status = 503

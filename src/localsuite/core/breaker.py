@@ -2,6 +2,7 @@
 
     closed ──(failure_threshold consecutive failures, or trip())──▶ open
     open ──(cooldown elapsed and a health probe succeeds)──▶ half_open
+    open ──(a probe sees the backend back after it was down)──▶ half_open   (no cooldown)
     half_open ──(trial request succeeds)──▶ closed
     half_open ──(trial request fails)──▶ open
 
@@ -91,9 +92,15 @@ class CircuitBreaker:
         """Open at once: the backend is known to be unable to answer."""
         self._open()
 
-    def probe_succeeded(self) -> None:
-        """A health probe passed: an open breaker past its cooldown may try a request."""
-        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown:
+    def probe_succeeded(self, *, came_back: bool = False) -> None:
+        """A health probe passed: an open breaker past its cooldown may try a request.
+
+        `came_back`: the probes saw the backend down (refusing connections, or loading)
+        and now ready, a new process. The failures that opened the breaker are explained
+        by its death, so the cooldown is not waited out; the trial request still decides."""
+        if self._state is not BreakerState.OPEN:
+            return
+        if came_back or self._clock() - self._opened_at >= self.cooldown:
             self._trial_in_flight = False
             self._set(BreakerState.HALF_OPEN)
 

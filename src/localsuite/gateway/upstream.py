@@ -163,8 +163,9 @@ class Upstream:
             if status in {200, 404}:
                 # 404: a server without /health (not llama.cpp, not vLLM): traffic and the
                 # breaker judge it alone.
+                came_back = self.health in (Health.DOWN, Health.LOADING)
                 self._set_health(Health.READY, None)
-                self.breaker.probe_succeeded()
+                self.breaker.probe_succeeded(came_back=came_back)
             elif status == 503:
                 self._set_health(Health.LOADING, "loading model (health answered 503)")
             else:
