@@ -187,7 +187,7 @@ def main() -> None:
                         "concurrency": concurrency, "in_process": baseline, "service": rate,
                         "ratio": rate / baseline,
                     })  # fmt: skip
-            if batch_size == 32:
+            if batch_size == Settings().embedding_batch_size:  # the default
                 samples: dict[str, list[float]] = {"in-process": [], "service": []}
                 for _ in range(4):  # interleaved, like the gateway benchmark
                     samples["in-process"] += local.latency(sentence, latency_count // 4)

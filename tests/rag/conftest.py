@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from localsuite.core.settings import Settings
-from localsuite.rag.app import RagService, create_rag_app
+from localsuite.rag.app import create_rag_app
+from localsuite.rag.service import RagService
 from localsuite.testing.rag import Rag
 from localsuite.testing.servers import serve_in_thread
 

@@ -238,7 +238,7 @@ class RagMetrics:
         )
         self.retries = Counter(
             "localsuite_rag_dependency_retries_total",
-            "Calls to a dependency tried again after a failure that can pass.",
+            "Calls to a dependency tried again after a failure that can pass (queries and jobs).",
             ["dependency"],
             registry=registry,
         )

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     rag_port: int = Field(8002, ge=1, le=65535)
     embedding_port: int = Field(8003, ge=1, le=65535)
     mcp_port: int = Field(8020, ge=1, le=65535)
-    supervisor_port: int = Field(8010, ge=1, le=65535)  # the launcher's control API
+    supervisor_port: int = Field(8010, ge=1, le=65535)  # the supervisor's control API
 
     # --- files -----------------------------------------------------------------------
     models_dir: Path = Path("models")
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     embedding_cache_dir: Path | None = None  # default: ~/.cache/localsuite
     embedding_remote_url: str = ""  # the openai backend: an OpenAI-compatible base URL
     embedding_remote_api_key: SecretStr | None = None
-    embedding_batch_size: int = Field(32, ge=1, le=1024)
+    embedding_batch_size: int = Field(64, ge=1, le=1024)
     embedding_max_texts: int = Field(512, ge=1)
     embedding_max_chars: int = Field(16384, ge=16)  # one text
     embedding_threads: int = Field(0, ge=0)  # 0: every core

@@ -62,7 +62,7 @@ def _bind(source: str, target: str, *, read_only: bool = False) -> dict[str, Any
 
 
 def _healthcheck(values: ComposeValues, test: list[str], start_period: str) -> dict[str, Any]:
-    """The cadence of the launcher's health checks (`SUPERVISOR_HEALTH_*`), in Compose."""
+    """The cadence of the supervisor's health checks (`SUPERVISOR_HEALTH_*`), in Compose."""
     retries = values.setting("supervisor_health_retries")
     return {
         "test": test,

@@ -28,7 +28,7 @@ EMBEDDING_CACHE = "/opt/localsuite/cache"  # deploy/Dockerfile unpacks the bundl
 
 INFERENCE_SERVICES = ("inference-chat", "inference-code")
 # Each Python service and the path its container healthcheck asks. The gateway's own
-# readiness follows its backends, which it routes around; like the launcher, Compose
+# readiness follows its backends, which it routes around; like the supervisor, Compose
 # only needs to know that it serves.
 PYTHON_SERVICES: dict[str, str] = {
     "api-gateway": "/health/live",
@@ -55,7 +55,7 @@ PORT_SETTINGS: dict[str, str] = {
     "mcp-server": "mcp_port",
 }
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    # Compose cannot say "either backend" as the launcher does; inference-chat is the
+    # Compose cannot say "either backend" as the supervisor does; inference-chat is the
     # one in every preset, and the gateway picks up inference-code when it is ready.
     "api-gateway": ("inference-chat",),
     "rag": ("embedding", "qdrant", "api-gateway"),

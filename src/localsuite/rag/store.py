@@ -132,9 +132,11 @@ class VectorStore:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- operations ----------------------------------------------------------------------
-    async def ping(self) -> str:
+    async def ping(self, budget: float | None = None) -> str:
         """Raises when Qdrant cannot serve; returns how many collections it holds."""
-        names = await self._run("list collections", lambda c: c.get_collections().collections)
+        names = await self._run(
+            "list collections", lambda c: c.get_collections().collections, budget
+        )
         return f"{len(names)} collection(s)"
 
     async def ensure_collection(self, name: str, dim: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from localsuite.rag.app import RagService
+from localsuite.rag.service import RagService
 from localsuite.testing.servers import wait_until
 
 
