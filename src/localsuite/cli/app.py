@@ -6,6 +6,8 @@ module, one module per concern (`stack`, `talk`, `documents`, `serve`).
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import typer
@@ -14,7 +16,9 @@ from rich.console import Console
 from localsuite.core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
-console = Console()
+# Piped or redirected output keeps whole table cells instead of rich's 80-column default.
+_WIDE = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+console = Console(width=_WIDE)
 err = Console(stderr=True)
 
 

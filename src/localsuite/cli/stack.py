@@ -68,6 +68,8 @@ def up(
         # No refresh thread: the supervisor forks its services and wants no other thread.
         supervisor.on_change = lambda sup: live.update(_table(snapshot(sup)), refresh=True)
         asyncio.run(supervisor.run(sock))
+    if not console.is_terminal:  # a redirected Live leaves its last frame unterminated
+        console.line()
     console.print("stopped")
 
 
