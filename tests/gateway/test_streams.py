@@ -9,8 +9,14 @@ import pytest
 
 from localsuite.testing.fake_upstream import WORDS
 from localsuite.testing.gateway_stack import Stack
+from localsuite.testing.servers import wait_until
 
 FULL_ANSWER = " ".join(WORDS)
+
+
+def streams_counted(stack: Stack, outcome: str) -> float:
+    counter = stack.gateway.metrics.requests.labels("chat-7b", "chat", outcome)
+    return float(counter._value.get())
 
 
 def sdk(stack: Stack) -> openai.OpenAI:
@@ -34,6 +40,8 @@ def test_stream_happy_path(stack: Stack) -> None:
     text, finishes = stream_text(stack)
     assert text == FULL_ANSWER
     assert finishes[-1] == "length"
+    wait_until(lambda: streams_counted(stack, "ok") == 1, what="the stream counted as ok")
+    assert streams_counted(stack, "failed") == 0
 
 
 @pytest.mark.parametrize("fault", ["cut", "stall", "garbage"])
@@ -73,6 +81,20 @@ def test_stream_that_cannot_continue_ends_with_an_error_event(stack: Stack) -> N
     with pytest.raises(openai.APIError) as raised:
         stream_text(stack)
     assert "could answer" in str(raised.value) or "inference" in str(raised.value)
+    # It started well, but what the client got was an error: that is how it is counted.
+    wait_until(lambda: streams_counted(stack, "failed") == 1, what="the stream counted as failed")
+    assert streams_counted(stack, "ok") == 0
+
+
+def test_a_stream_the_client_leaves_is_counted_as_cancelled(stack: Stack) -> None:
+    stack.primary.fault("stall", after_events=2)
+    stack.secondary.fault("stall", after_events=0)
+    with stack.client() as client:
+        body = {"model": "chat-7b", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert next(response.iter_lines()).startswith("data:")
+    wait_until(lambda: streams_counted(stack, "cancelled") == 1, what="the stream counted")
+    assert streams_counted(stack, "ok") == streams_counted(stack, "failed") == 0
 
 
 def test_stream_with_tool_calls_is_not_continued(stack: Stack) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from localsuite.testing.documents import write_mixed_corpus
 from localsuite.testing.rag import Rag
+from localsuite.testing.servers import wait_until
 
 pytestmark = pytest.mark.llama
 
@@ -99,6 +100,10 @@ def test_upload_then_query_and_stream_an_answer(rag: Rag) -> None:
     assert job["state"] == "done" and job["chunks_added"] == 1
     assert not (rag.service.uploads / job["id"]).exists()  # the index holds it now
 
+    def answered() -> float:
+        return float(rag.service.metrics.queries.labels("ok")._value.get())
+
+    answered_before = answered()
     with rag.client.stream(
         "POST",
         "/query",
@@ -111,6 +116,7 @@ def test_upload_then_query_and_stream_an_answer(rag: Rag) -> None:
     assert events[0]["type"] == "context" and events[0]["context"][0]["source"] == "upload:notes.md"
     assert any(e["type"] == "delta" for e in events)
     assert events[-1]["type"] == "done" and events[-1]["model"]
+    wait_until(lambda: answered() == answered_before + 1, what="the stream counted as ok")
 
 
 def test_collections_are_listed_and_deleted(rag: Rag) -> None:

@@ -38,7 +38,7 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "localsuite_gateway_requests_total",
-            "Client requests by alias, endpoint and outcome (ok, client_error, failed).",
+            "Client requests by alias, endpoint and outcome (ok, client_error, failed, cancelled).",
             ["alias", "endpoint", "outcome"],
             registry=registry,
         )
@@ -219,7 +219,7 @@ class RagMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queries = Counter(
             "localsuite_rag_queries_total",
-            "Queries by outcome (ok, client_error, unavailable, failed).",
+            "Queries by outcome (ok, client_error, unavailable, failed, cancelled).",
             ["outcome"],
             registry=registry,
         )

@@ -181,6 +181,16 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
     )
     app.state.gateway = gateway
 
+    async def counted(relay: StreamRelay, alias: str, endpoint: str) -> AsyncIterator[bytes]:
+        """The stream's events; the request is counted when it ends, by how it ended."""
+        outcome = "cancelled"  # the client left before the end
+        try:
+            async for event in relay.events():
+                yield event
+            outcome = "failed" if relay.failed else "ok"
+        finally:
+            gateway.metrics.requests.labels(alias, endpoint, outcome).inc()
+
     async def relay(request: Request, path: str, endpoint: str) -> Response:
         started = time.perf_counter()
         body = parse_json_object(await read_body(request, limit))
@@ -194,10 +204,9 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
                 relay = StreamRelay(gateway.router, path, body, alias)
                 backend, attempts = await relay.start()
                 metrics.ttft.labels(alias).observe(time.perf_counter() - started)
-                metrics.requests.labels(alias, endpoint, "ok").inc()
                 headers = {**SSE_HEADERS, BACKEND_HEADER: backend, ATTEMPTS_HEADER: str(attempts)}
                 return StreamingResponse(
-                    relay.events(), media_type="text/event-stream", headers=headers
+                    counted(relay, alias, endpoint), media_type="text/event-stream", headers=headers
                 )
             served = await complete(gateway.router, path, body, alias)
         except LocalSuiteError as exc:

@@ -119,6 +119,7 @@ class StreamRelay:
         self.partial = ""  # text sent to the client so far (choice 0)
         self.tokens = 0
         self.finished = False  # a finish_reason went out: the answer is complete
+        self.failed = False  # the stream ended with an error event
         self.continuable = self._initially_continuable()
         self.backend: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -189,11 +190,13 @@ class StreamRelay:
             if self.backend is None:
                 self.queue.put_nowait(("error", error))
             else:
+                self.failed = True
                 self.queue.put_nowait(("event", _error_event(error)))
         except Exception as exc:  # a bug must still end the client's stream cleanly
             log.exception("stream relay failed")
             failure = UpstreamError(f"stream relay failed: {type(exc).__name__}")
             kind = "error" if self.backend is None else "event"
+            self.failed = kind == "event"
             self.queue.put_nowait((kind, failure if kind == "error" else _error_event(failure)))
         finally:
             self.queue.put_nowait(("end", None))

@@ -231,16 +231,24 @@ async def _stream(
         raise guard.translate("api-gateway", exc) from exc
 
     async def body() -> AsyncIterator[bytes]:
-        yield _sse({"type": "context", "collection": question.collection, "context": context})
-        yield _sse(first)
+        outcome = "cancelled"  # the client left before the end
         try:
-            async for event in events:
-                yield _sse(event)
-        except Exception as exc:  # after the 200: end with an error event, never silently
-            error = exc if isinstance(exc, LocalSuiteError) else guard.translate("api-gateway", exc)
-            yield _sse({"type": "error", "error": error.body()["error"]})
-            return
-        yield b"data: [DONE]\n\n"
+            yield _sse({"type": "context", "collection": question.collection, "context": context})
+            yield _sse(first)
+            try:
+                async for event in events:
+                    yield _sse(event)
+            except Exception as exc:  # after the 200: end with an error event, never silently
+                error = (
+                    exc if isinstance(exc, LocalSuiteError) else guard.translate("api-gateway", exc)
+                )
+                outcome = "unavailable" if error.status == 503 else "failed"
+                yield _sse({"type": "error", "error": error.body()["error"]})
+                return
+            outcome = "ok"
+            yield b"data: [DONE]\n\n"
+        finally:
+            service.metrics.query(outcome)
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
