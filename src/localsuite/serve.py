@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import uvicorn
 
 from localsuite.core.errors import ConfigError
-from localsuite.core.settings import Settings
+from localsuite.core.settings import Settings, environment
 
 PYTHON_SERVICES = ("api-gateway", "embedding", "rag", "mcp-server")
 
@@ -20,7 +19,7 @@ def build_app(service: str, settings: Settings) -> tuple[Any, int]:
         from localsuite.gateway.app import create_gateway_app
         from localsuite.gateway.config import load_routing
 
-        routing = load_routing(settings, os.environ)
+        routing = load_routing(settings, environment())
         return create_gateway_app(settings, routing), settings.api_gateway_port
     if service == "embedding":
         from localsuite.embedding.app import create_embedding_app

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from localsuite.core.errors import ConfigError
-from localsuite.core.settings import Settings
+from localsuite.core.settings import Settings, environment
 from localsuite.gateway.config import default_routing, load_routing, parse_litellm_config
 
 SETTINGS = Settings(_env_file=None)
@@ -99,6 +100,22 @@ def test_litellm_yaml_loads_as_is() -> None:
         "router_settings.routing_strategy",
         "litellm_settings.drop_params",
     }
+
+
+def test_routing_secrets_are_found_in_dot_env_and_the_process_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dot_env = tmp_path / ".env"
+    dot_env.write_text('CHAT_KEY=from-dot-env\nLOCALSUITE_TEST_ONLY="quoted"\n')
+    monkeypatch.delenv("CHAT_KEY", raising=False)
+    routing = parse_litellm_config(yaml.safe_load(LITELLM), SETTINGS, environment(dot_env))
+    chat = routing.backends[routing.routes["chat-7b"][0].backend]
+    assert chat.api_key == "from-dot-env"
+    monkeypatch.setenv("CHAT_KEY", "from-the-process")
+    routing = parse_litellm_config(yaml.safe_load(LITELLM), SETTINGS, environment(dot_env))
+    assert routing.backends[routing.routes["chat-7b"][0].backend].api_key == "from-the-process"
+    assert environment(dot_env)["LOCALSUITE_TEST_ONLY"] == "quoted"
+    assert environment(tmp_path / "missing.env") == dict(os.environ)
 
 
 def test_original_p2_config_honours_priority(tmp_path: Path) -> None:

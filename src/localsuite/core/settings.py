@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -218,3 +219,13 @@ class Settings(BaseSettings):
     @property
     def api_key(self) -> str | None:
         return self.localsuite_api_key.get_secret_value() if self.localsuite_api_key else None
+
+
+def environment(env_file: Path | str | None = ".env") -> dict[str, str]:
+    """Every variable as the suite sees it: `.env`'s, with the process's own over them.
+
+    For what `Settings` has no field for: a routing file's `os.environ/NAME` secrets,
+    which users keep in `.env` beside the rest."""
+    values = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    found = {name: value for name, value in values.items() if value is not None}
+    return {**found, **os.environ}
