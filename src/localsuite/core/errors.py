@@ -62,6 +62,12 @@ class LocalSuiteError(Exception):
     def render(self) -> bytes:
         return orjson.dumps(self.body())
 
+    @property
+    def outcome(self) -> str:
+        """How a request that ended in this error is counted: `client_error` (the client's
+        to fix), or `failed` (5xx and 429: ours, or passing)."""
+        return "client_error" if self.status < 500 and self.status != 429 else "failed"
+
 
 class InvalidRequest(LocalSuiteError):
     status = 400

@@ -66,8 +66,7 @@ def create_embedding_app(settings: Settings, backend: EmbeddingBackend | None = 
             body = parse_json_object(await read_body(request, limits.max_body_bytes))
             payload, texts = await answer(body)
         except LocalSuiteError as exc:
-            outcome = "client_error" if exc.status < 500 and exc.status != 429 else "failed"
-            service.metrics.request(endpoint, outcome, 0, 0.0)
+            service.metrics.request(endpoint, exc.outcome, 0, 0.0)
             raise
         content = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
         service.metrics.request(endpoint, "ok", texts, time.perf_counter() - started)

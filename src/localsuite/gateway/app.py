@@ -210,8 +210,7 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
                 )
             served = await complete(gateway.router, path, body, alias)
         except LocalSuiteError as exc:
-            outcome = "client_error" if exc.status < 500 and exc.status != 429 else "failed"
-            metrics.requests.labels(alias, endpoint, outcome).inc()
+            metrics.requests.labels(alias, endpoint, exc.outcome).inc()
             raise
         metrics.requests.labels(alias, endpoint, "ok").inc()
         metrics.latency.labels(alias, endpoint).observe(time.perf_counter() - started)

@@ -139,13 +139,7 @@ def create_rag_app(settings: Settings) -> FastAPI:
             if body.generate:
                 result = await service.answerer.generate(question, retrieved)
         except LocalSuiteError as exc:
-            service.metrics.query(
-                "unavailable"
-                if exc.status == 503
-                else "client_error"
-                if exc.status < 500
-                else "failed"
-            )
+            service.metrics.query(_query_outcome(exc))
             raise
         service.metrics.query("ok")
         payload = {
@@ -242,7 +236,7 @@ async def _stream(
                 error = (
                     exc if isinstance(exc, LocalSuiteError) else guard.translate("api-gateway", exc)
                 )
-                outcome = "unavailable" if error.status == 503 else "failed"
+                outcome = _query_outcome(error)
                 yield _sse({"type": "error", "error": error.body()["error"]})
                 return
             outcome = "ok"
@@ -252,6 +246,13 @@ async def _stream(
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _query_outcome(error: LocalSuiteError) -> str:
+    """A query's error as counted: a dependency that is down (503) is told apart."""
+    return (
+        "unavailable" if error.status == 503 else "client_error" if error.status < 500 else "failed"
     )
 
 
