@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from localsuite.core.settings import Settings
 from localsuite.embedding.app import create_embedding_app
-from localsuite.testing.servers import serve_in_thread, wait_until
+from localsuite.testing.servers import assert_no_server_error, serve_in_thread, wait_until
 
 _served: dict[str, str] = {}
 
@@ -44,7 +44,4 @@ schema = schemathesis.openapi.from_dict(create_embedding_app(Settings(_env_file=
 def test_no_server_errors(case: Any) -> None:
     response = case.call(base_url=_served["url"], timeout=30)
     # The model is loaded and local: a 5xx here is the service's own failure.
-    assert response.status_code < 500, (case.method, case.path, case.body, response.text)
-    if response.status_code >= 400:
-        error = response.json()["error"]
-        assert {"message", "type", "code"} <= set(error)
+    assert_no_server_error(case, response)

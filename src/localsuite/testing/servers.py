@@ -87,3 +87,11 @@ def wait_healthy(
 
 def _said(describe: Any) -> str:
     return str(describe()) if describe is not None else ""
+
+
+def assert_no_server_error(case: Any, response: Any) -> None:
+    """A fuzzed request's answer: never a 5xx, and every error in the suite's shape."""
+    assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert {"message", "type", "code"} <= set(error)
