@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from localsuite.gateway.upstream import Health
+from localsuite.gateway.servers import Health
 from localsuite.testing.llama import LlamaProcess
 from localsuite.testing.load import PROMPT, Load
 from localsuite.testing.servers import wait_until
@@ -32,7 +32,7 @@ def test_sigkill_primary_under_load_loses_nothing_and_it_comes_back(llama_gatewa
     # Restarted on the same port, the probe lets it back and it gets traffic again.
     revived = LlamaProcess("inference-chat", stack.chat.log_path.parent, port=stack.chat.port)
     stack.chat.proc = revived.start().proc
-    upstream = stack.gateway.upstreams["inference-chat"]
+    upstream = stack.gateway.table.servers["inference-chat"]
     wait_until(lambda: upstream.health is Health.READY and upstream.routable, 60, "probe")
     raw = stack.sdk().chat.completions.with_raw_response.create(
         model="chat-7b", messages=PROMPT, max_tokens=4
@@ -54,9 +54,9 @@ def test_sigstop_primary_costs_a_bounded_wait_not_the_deadline(llama_gateway) ->
         load.finish(workers)
         stack.chat.signal(signal.SIGCONT)
     assert load.failures == []
-    assert stack.gateway.upstreams["inference-chat"].last_error is not None
+    assert stack.gateway.table.servers["inference-chat"].last_error is not None
     worst = max(seconds for _, seconds, _ in load.done)
     assert worst < deadline / 2  # bounded by the probe and first-byte/idle timeouts
 
-    upstream = stack.gateway.upstreams["inference-chat"]
+    upstream = stack.gateway.table.servers["inference-chat"]
     wait_until(lambda: upstream.health is Health.READY and upstream.routable, 60, "thawed")

@@ -204,10 +204,10 @@ def test_the_routing_file_loads_in_the_gateway() -> None:
         source="gateway-routing",
     )
     assert not routing.ignored_keys
-    assert [d.backend for d in routing.routes["chat-7b"]] == ["inference-chat", "inference-code"]
-    assert [d.backend for d in routing.routes["code-7b"]] == ["inference-code", "inference-chat"]
+    assert [r.deployment for r in routing.routes["chat-7b"]] == ["inference-chat", "inference-code"]
+    assert [r.deployment for r in routing.routes["code-7b"]] == ["inference-code", "inference-chat"]
     assert routing.resolve("chat") == "chat-7b" and routing.resolve("code") == "code-7b"
-    for name, backend in routing.backends.items():
+    for name, backend in routing.servers.items():
         assert urlsplit(backend.api_base).netloc == f"{name}:{container_port(name)}"
     mount = next(containers(workloads()["api-gateway"]))
     env = {e["name"]: e.get("value") for e in mount["env"]}

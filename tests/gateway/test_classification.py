@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from localsuite.gateway.config import DEFAULT_RETRY_STATUSES
-from localsuite.gateway.failover import classify_status
+from localsuite.gateway.engine import classify_status
+from localsuite.gateway.outcomes import Outcome
 
 LLAMA_CONTEXT = (
     b'{"error":{"code":400,"message":"request (831 tokens) exceeds the available context '
@@ -17,25 +18,25 @@ OPENAI_CONTEXT = b'{"error":{"message":"too long","code":"context_length_exceede
 @pytest.mark.parametrize(
     ("status", "body", "verdict"),
     [
-        (400, LLAMA_CONTEXT, "context"),
-        (400, OPENAI_CONTEXT, "context"),
-        (400, b'{"error":{"message":"Failed to parse grammar"}}', "client"),
-        (401, b"unauthorized", "client"),
-        (404, b"not found", "client"),
-        (422, b'{"detail":"bad"}', "client"),
-        (408, b"", "transient"),
-        (429, b"slow down", "transient"),
-        (500, LLAMA_CONTEXT, "transient"),
-        (500, b"boom", "transient"),
-        (502, b"", "transient"),
-        (503, b'{"error":{"message":"Loading model"}}', "transient"),
-        (504, b"", "transient"),
+        (400, LLAMA_CONTEXT, Outcome.CONTEXT_LENGTH),
+        (400, OPENAI_CONTEXT, Outcome.CONTEXT_LENGTH),
+        (400, b'{"error":{"message":"Failed to parse grammar"}}', Outcome.CLIENT_ERROR),
+        (401, b"unauthorized", Outcome.CLIENT_ERROR),
+        (404, b"not found", Outcome.CLIENT_ERROR),
+        (422, b'{"detail":"bad"}', Outcome.CLIENT_ERROR),
+        (408, b"", Outcome.HTTP_ERROR),
+        (429, b"slow down", Outcome.RATE_LIMITED),
+        (500, LLAMA_CONTEXT, Outcome.HTTP_ERROR),
+        (500, b"boom", Outcome.HTTP_ERROR),
+        (502, b"", Outcome.HTTP_ERROR),
+        (503, b'{"error":{"message":"Loading model"}}', Outcome.HTTP_ERROR),
+        (504, b"", Outcome.HTTP_ERROR),
     ],
 )
-def test_classify_status(status: int, body: bytes, verdict: str) -> None:
+def test_classify_status(status: int, body: bytes, verdict: Outcome) -> None:
     assert classify_status(status, body, DEFAULT_RETRY_STATUSES) == verdict
 
 
 def test_retry_statuses_come_from_the_routing_file() -> None:
-    assert classify_status(500, b"", frozenset({503})) == "client"
-    assert classify_status(418, b"", frozenset({418})) == "transient"
+    assert classify_status(500, b"", frozenset({503})) == Outcome.CLIENT_ERROR
+    assert classify_status(418, b"", frozenset({418})) == Outcome.HTTP_ERROR

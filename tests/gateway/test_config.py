@@ -10,9 +10,24 @@ import yaml
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings, environment
-from localsuite.gateway.config import default_routing, load_routing, parse_litellm_config
+from localsuite.gateway.config import (
+    DeploymentSpec,
+    RoutingConfig,
+    default_routing,
+    load_routing,
+    parse_litellm_config,
+)
 
 SETTINGS = Settings(_env_file=None)
+
+
+def deployments(routing: RoutingConfig, alias: str) -> list[DeploymentSpec]:
+    """The alias's deployments, in priority order."""
+    return [routing.deployments[r.deployment] for r in routing.routes[alias]]
+
+
+def servers(routing: RoutingConfig, alias: str) -> list[str]:
+    return [d.server for d in deployments(routing, alias)]
 
 LITELLM = """
 model_list:
@@ -66,25 +81,26 @@ router:
 
 def test_env_defaults_back_each_other_up() -> None:
     routing = default_routing(SETTINGS)
-    assert [d.backend for d in routing.routes["chat-7b"]] == ["inference-chat", "inference-code"]
-    assert [d.backend for d in routing.routes["code-7b"]] == ["inference-code", "inference-chat"]
+    assert servers(routing, "chat-7b") == ["inference-chat", "inference-code"]
+    assert servers(routing, "code-7b") == ["inference-code", "inference-chat"]
     assert routing.resolve("chat") == "chat-7b" and routing.resolve("code") == "code-7b"
-    assert routing.backends["inference-chat"].api_base == "http://127.0.0.1:8001/v1"
-    assert routing.backends["inference-chat"].health_url == "http://127.0.0.1:8001/health"
+    assert routing.servers["inference-chat"].api_base == "http://127.0.0.1:8001/v1"
+    assert routing.servers["inference-chat"].health_url == "http://127.0.0.1:8001/health"
 
 
 def test_litellm_yaml_loads_as_is() -> None:
     routing = parse_litellm_config(yaml.safe_load(LITELLM), SETTINGS, {"CHAT_KEY": "k1"})
-    chat = routing.routes["chat-7b"]
-    assert [routing.backends[d.backend].api_base for d in chat] == [
+    chat = deployments(routing, "chat-7b")
+    assert [routing.servers[d.server].api_base for d in chat] == [
         "http://inference-chat:8001/v1",
         "http://inference-code:8004/v1",
     ]
     assert chat[0].model == "qwen2.5-3b-instruct"  # provider prefix stripped
     assert (chat[0].timeout, chat[0].stream_timeout) == (45.0, 12.0)
-    assert routing.backends[chat[0].backend].api_key == "k1"
-    # one server, one backend (one breaker, one probe), whichever alias uses it
-    assert chat[1].backend == routing.routes["code-7b"][0].backend
+    assert routing.servers[chat[0].server].api_key == "k1"
+    # one server (one probe), one deployment (one breaker), whichever alias uses it
+    assert chat[1].server == deployments(routing, "code-7b")[0].server
+    assert routing.routes["chat-7b"][1].deployment == routing.routes["code-7b"][0].deployment
     policy = routing.policy
     assert (policy.num_retries, policy.timeout, policy.allowed_fails, policy.cooldown) == (
         2,
@@ -109,11 +125,11 @@ def test_routing_secrets_are_found_in_dot_env_and_the_process_wins(
     dot_env.write_text('CHAT_KEY=from-dot-env\nLOCALSUITE_TEST_ONLY="quoted"\n')
     monkeypatch.delenv("CHAT_KEY", raising=False)
     routing = parse_litellm_config(yaml.safe_load(LITELLM), SETTINGS, environment(dot_env))
-    chat = routing.backends[routing.routes["chat-7b"][0].backend]
+    chat = routing.servers[deployments(routing, "chat-7b")[0].server]
     assert chat.api_key == "from-dot-env"
     monkeypatch.setenv("CHAT_KEY", "from-the-process")
     routing = parse_litellm_config(yaml.safe_load(LITELLM), SETTINGS, environment(dot_env))
-    assert routing.backends[routing.routes["chat-7b"][0].backend].api_key == "from-the-process"
+    assert routing.servers[deployments(routing, "chat-7b")[0].server].api_key == "from-the-process"
     assert environment(dot_env)["LOCALSUITE_TEST_ONLY"] == "quoted"
     assert environment(tmp_path / "missing.env") == dict(os.environ)
 
@@ -122,7 +138,7 @@ def test_original_p2_config_honours_priority(tmp_path: Path) -> None:
     path = tmp_path / "config.p2.yaml"
     path.write_text(P2)
     routing = load_routing(Settings(_env_file=None, gateway_config=path), {})
-    bases = [routing.backends[d.backend].api_base for d in routing.routes["chat-7b"]]
+    bases = [routing.servers[d.server].api_base for d in deployments(routing, "chat-7b")]
     assert bases == ["http://inference-chat:8001/v1", "http://inference-code:8004/v1"]
     assert routing.policy.retry_on_status == frozenset({500, 502, 503, 504})
     assert routing.policy.num_retries == 2 and routing.policy.timeout == 60

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from localsuite.core.breaker import BreakerState
-from localsuite.gateway.upstream import Health
+from localsuite.gateway.servers import Health
 from localsuite.testing.gateway_stack import Stack
 from localsuite.testing.servers import wait_until
 
@@ -148,12 +148,12 @@ def test_hung_backend_is_detected_by_the_prober_for_plain_answers(stack: Stack) 
     assert r.status_code == 200
     assert r.headers["x-localsuite-backend"] == "inference-code"
     assert time.monotonic() - started < stack.gateway.settings.llm_request_timeout
-    assert stack.gateway.upstreams["inference-chat"].health is Health.DOWN
+    assert stack.server("inference-chat").health is Health.DOWN
 
 
 def test_dead_backend_costs_no_wait_and_sees_only_probes(stack_factory: Any) -> None:
     stack: Stack = stack_factory()
-    upstream = stack.gateway.upstreams["inference-chat"]
+    upstream = stack.server("inference-chat")
     # Point the primary at a closed port: connection refused, like a killed llama-server.
     stack.primary.fault("status", status=503)
     stack.primary.health_status = 503
@@ -167,7 +167,7 @@ def test_dead_backend_costs_no_wait_and_sees_only_probes(stack_factory: Any) -> 
 
 
 def test_breaker_opens_and_a_probe_lets_the_backend_back(stack: Stack) -> None:
-    upstream = stack.gateway.upstreams["inference-chat"]
+    upstream = stack.deployment("inference-chat")
     stack.primary.fault("status", status=500)
     with stack.client() as client:
         stack.chat(client)  # two failures on the primary: the breaker opens
@@ -186,13 +186,14 @@ def test_a_backend_back_from_the_dead_is_tried_without_waiting_out_the_cooldown(
     stack_factory: Any,
 ) -> None:
     stack = stack_factory(gateway_breaker_cooldown=600.0)
-    upstream = stack.gateway.upstreams["inference-chat"]
+    upstream = stack.deployment("inference-chat")
+    server = upstream.server
     stack.primary.fault("status", status=500)
     with stack.client() as client:
         stack.chat(client)  # two failures: open, for at least the 600 s cooldown
         assert upstream.breaker.state is BreakerState.OPEN
         stack.primary.health_status = 503  # restarted: loading its model ...
-        wait_until(lambda: upstream.health is Health.LOADING, 5, "primary loading")
+        wait_until(lambda: server.health is Health.LOADING, 5, "primary loading")
         stack.primary.heal()  # ... and ready: a new process, its old failures explained
         wait_until(lambda: upstream.breaker.state is BreakerState.HALF_OPEN, 5, "half-open")
         assert stack.chat(client).headers["x-localsuite-backend"] == "inference-chat"
@@ -203,7 +204,7 @@ def test_no_backend_up_is_a_quick_503_with_retry_after(stack: Stack) -> None:
     for fake in (stack.primary, stack.secondary):
         fake.health_status = 503
     gw = stack.gateway
-    wait_until(lambda: not any(u.routable for u in gw.upstreams.values()), 5, "all down")
+    wait_until(lambda: not any(u.routable for u in gw.table.servers.values()), 5, "all down")
     with stack.client() as client:
         r = stack.chat(client)
         health = client.get("/health")
@@ -233,7 +234,7 @@ def test_models_health_and_metrics(stack: Stack) -> None:
         metrics = client.get("/metrics").text
     assert {m["id"] for m in models["data"]} == {"chat-7b", "code-7b", "chat", "code"}
     assert health.status_code == 200
-    assert health.json()["backends"]["inference-code"]["circuit"] == "closed"
+    assert health.json()["deployments"]["inference-code"]["circuit"] == "closed"
     assert (
         'localsuite_gateway_requests_total{alias="chat-7b",endpoint="chat",outcome="ok"}' in metrics
     )
@@ -292,7 +293,7 @@ def test_a_long_generation_past_the_deadline_does_not_open_the_breaker(stack_fac
     stack.secondary.fault("slow", delay=1.0)
     with stack.client() as client:
         assert stack.chat(client).status_code == 504
-    assert stack.gateway.upstreams["inference-chat"].breaker.state is BreakerState.CLOSED
+    assert stack.deployment("inference-chat").breaker.state is BreakerState.CLOSED
 
 
 def test_renamed_aliases_keep_their_short_names(stack_factory: Any) -> None:

@@ -73,7 +73,8 @@ def test_context_too_long_moves_to_the_backend_with_more_context(tmp_path: Path)
     try:
         small.wait_ready()
         large.wait_ready()
-        app = create_gateway_app(make_settings(small.url, large.url))
+        # 431 tokens of prompt take a while on one thread before the first token
+        app = create_gateway_app(make_settings(small.url, large.url, llm_first_byte_timeout=60))
         with serve_in_thread(app) as url:
             prompt = "word " * 400  # past 512/4 slots, well inside 4096/4... per slot: 1024
             r = httpx.post(

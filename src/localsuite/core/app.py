@@ -2,9 +2,11 @@
 
 `create_service_app()` returns a FastAPI app with:
 
-- the error handlers: every failure leaves in OpenAI's shape (`core.errors`), a bug as 500;
-- optional API-key auth (`LOCALSUITE_API_KEY`): `Authorization: Bearer <key>` on every
-  path except `/health/live`;
+- the error handlers: every failure leaves in the shape of the protocol its path speaks
+  (`error_shape(path)`: OpenAI's unless the service says otherwise), a bug as 500;
+- optional API-key auth (`LOCALSUITE_API_KEY`): `Authorization: Bearer <key>` or
+  `x-api-key: <key>` (Anthropic's clients send that one) on every path except
+  `/health/live`;
 - `GET /health/live` (the process serves), `GET /health` (the service's own report),
   `GET /metrics` (Prometheus text).
 """
@@ -27,8 +29,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localsuite import __version__
 from localsuite.core.errors import (
+    OPENAI,
+    ErrorShape,
     InvalidRequest,
     LocalSuiteError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -43,27 +48,49 @@ OPEN_PATHS = frozenset({"/health/live"})
 JSON = "application/json"
 
 
-def error_response(error: LocalSuiteError) -> Response:
-    return Response(error.render(), error.status, error.headers(), media_type=JSON)
+ShapeForPath = Callable[[str], ErrorShape]
+
+
+def openai_everywhere(_: str) -> ErrorShape:
+    return OPENAI
+
+
+def error_response(error: LocalSuiteError, shape: ErrorShape = OPENAI) -> Response:
+    rendered = shape.render(error)
+    return Response(rendered.body, rendered.status, rendered.headers, media_type=JSON)
 
 
 class ApiKeyMiddleware:
-    """Demands `Authorization: Bearer <key>` on every HTTP path but the open ones."""
+    """Demands the key (`Authorization: Bearer <key>` or `x-api-key: <key>`) on every HTTP
+    path but the open ones; compared in constant time."""
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self, app: ASGIApp, key: str, shape_for: ShapeForPath = openai_everywhere) -> None:
         self.app = app
-        self._expected = f"Bearer {key}".encode()
+        self._bearer = f"Bearer {key}".encode()
+        self._key = key.encode()
+        self._shape_for = shape_for
+
+    def _allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        ok = False
+        for name, value in headers:
+            if name == b"authorization":
+                ok |= hmac.compare_digest(value, self._bearer)
+            elif name == b"x-api-key":
+                ok |= hmac.compare_digest(value, self._key)
+        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in OPEN_PATHS
+            or self._allowed(scope["headers"])
+        ):
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if hmac.compare_digest(given, self._expected):
-            await self.app(scope, receive, send)
-            return
-        error = Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
-        await error_response(error)(scope, receive, send)
+        error = Unauthorized(
+            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+        )
+        await error_response(error, self._shape_for(scope["path"]))(scope, receive, send)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -74,30 +101,32 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def on_suite_error(_: Request, exc: Exception) -> Response:
+def install_error_handlers(app: FastAPI, shape_for: ShapeForPath = openai_everywhere) -> None:
+    def respond(request: Request, error: LocalSuiteError) -> Response:
+        return error_response(error, shape_for(request.url.path))
+
+    async def on_suite_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LocalSuiteError)
-        return error_response(exc)
+        return respond(request, exc)
 
-    async def on_validation(_: Request, exc: Exception) -> Response:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(Unprocessable(_validation_message(exc)))
+        return respond(request, Unprocessable(_validation_message(exc)))
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         error: LocalSuiteError
         if exc.status_code == 404:
             error = NotFound(f"no such path: {exc.detail}", code="unknown_path")
         elif exc.status_code == 405:
-            error = InvalidRequest("method not allowed on this path", code="method_not_allowed")
-            error.status = 405  # type: ignore[misc]  # keep HTTP's meaning for the status
+            error = MethodNotAllowed("method not allowed on this path")
         else:
             error = InvalidRequest(str(exc.detail))
-        return error_response(error)
+        return respond(request, error)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(LocalSuiteError(f"internal error: {type(exc).__name__}"))
+        return respond(request, LocalSuiteError(f"internal error: {type(exc).__name__}"))
 
     app.add_exception_handler(LocalSuiteError, on_suite_error)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -113,6 +142,7 @@ def create_service_app(
     api_key: str | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     description: str = "",
+    error_shape: ShapeForPath = openai_everywhere,
 ) -> FastAPI:
     app = FastAPI(
         title=f"localsuite {service}",
@@ -120,9 +150,9 @@ def create_service_app(
         description=description,
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, error_shape)
     if api_key:
-        app.add_middleware(ApiKeyMiddleware, key=api_key)
+        app.add_middleware(ApiKeyMiddleware, key=api_key, shape_for=error_shape)
 
     @app.get("/health/live", tags=["health"], summary="Liveness: the process serves HTTP")
     async def live() -> dict[str, Any]:

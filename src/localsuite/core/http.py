@@ -66,9 +66,21 @@ class ErrorAnswer(Exception):
         return f"HTTP {self.status}"
 
 
+KEEPALIVE_SECONDS = 4.0
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    """The one place an `Authorization` header is built: empty without a key."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def create_session(*, connect_timeout: float, limit: int = 0) -> aiohttp.ClientSession:
     """A pooled client session; read timeouts are per call, the connect timeout is shared."""
-    connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=30, enable_cleanup_closed=True)
+    # Idle connections are dropped before the peers drop them (llama-server's and uvicorn's
+    # keep-alive is 5 s): a pooled connection the peer has closed fails the next request.
+    connector = aiohttp.TCPConnector(
+        limit=limit, keepalive_timeout=KEEPALIVE_SECONDS, enable_cleanup_closed=True
+    )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),

@@ -6,6 +6,8 @@ not import prometheus_client: it calls the small hook methods below.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,6 +37,9 @@ def render(registry: CollectorRegistry) -> bytes:
 
 
 class GatewayMetrics:
+    """The gateway: requests by alias and outcome, attempts and circuits per deployment,
+    servers' probe state, queues. Label children are cached: these run per request."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "localsuite_gateway_requests_total",
@@ -44,31 +49,31 @@ class GatewayMetrics:
         )
         self.attempts = Counter(
             "localsuite_gateway_attempts_total",
-            "Upstream attempts by backend and result.",
-            ["backend", "result"],
+            "Attempts by deployment and outcome (ok, http_error, no_answer, cut, ...).",
+            ["deployment", "result"],
             registry=registry,
         )
         self.failovers = Counter(
             "localsuite_gateway_failovers_total",
-            "Requests moved from one backend to the next.",
-            ["alias", "from_backend"],
+            "Requests moved from one deployment to the next.",
+            ["alias", "from_deployment"],
             registry=registry,
         )
         self.continuations = Counter(
             "localsuite_gateway_stream_continuations_total",
-            "Streams continued on another backend after dying mid-answer, by outcome.",
-            ["backend", "outcome"],
+            "Streams continued on another deployment after breaking mid-answer, by outcome.",
+            ["deployment", "outcome"],
             registry=registry,
         )
         self.breaker_state = Gauge(
             "localsuite_gateway_breaker_state",
-            "Circuit breaker per backend: 0 closed, 1 half_open, 2 open.",
-            ["backend"],
+            "Circuit breaker per deployment: 0 closed, 1 half_open, 2 open.",
+            ["deployment"],
             registry=registry,
         )
         self.backend_up = Gauge(
             "localsuite_gateway_backend_up",
-            "1 when the last health probe of the backend passed.",
+            "1 when the server's last health probe passed (it is ready).",
             ["backend"],
             registry=registry,
         )
@@ -86,12 +91,65 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.queued = Gauge(
+            "localsuite_gateway_queue_depth",
+            "Requests waiting for a free deployment, by alias.",
+            ["alias"],
+            registry=registry,
+        )
+        self.queue_seconds = Histogram(
+            "localsuite_gateway_queue_wait_seconds",
+            "Time requests waited in the queue for a free deployment, by alias.",
+            ["alias"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "localsuite_gateway_queue_rejected_total",
+            "Requests answered 429 because the alias's queue was full.",
+            ["alias"],
+            registry=registry,
+        )
+        self._children: dict[tuple[object, ...], Any] = {}
 
-    def breaker_changed(self, backend: str, state: BreakerState) -> None:
-        self.breaker_state.labels(backend).set(_BREAKER_VALUE[state])
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
-    def probe_result(self, backend: str, up: bool) -> None:
-        self.backend_up.labels(backend).set(1 if up else 0)
+    def request(self, alias: str, endpoint: str, outcome: str, seconds: float | None) -> None:
+        self._child(self.requests, alias, endpoint, outcome).inc()
+        if seconds is not None:
+            self._child(self.latency, alias, endpoint).observe(seconds)
+
+    def first_token(self, alias: str, seconds: float) -> None:
+        self._child(self.ttft, alias).observe(seconds)
+
+    def attempt(self, deployment: str, result: str) -> None:
+        self._child(self.attempts, deployment, result).inc()
+
+    def failover(self, alias: str, deployment: str) -> None:
+        self._child(self.failovers, alias, deployment).inc()
+
+    def continuation(self, deployment: str, outcome: str) -> None:
+        self._child(self.continuations, deployment, outcome).inc()
+
+    def breaker_changed(self, deployment: str, state: BreakerState) -> None:
+        self._child(self.breaker_state, deployment).set(_BREAKER_VALUE[state])
+
+    def probe_result(self, server: str, up: bool) -> None:
+        self._child(self.backend_up, server).set(1 if up else 0)
+
+    def queue_depth(self, alias: str, depth: int) -> None:
+        self._child(self.queued, alias).set(depth)
+
+    def queue_wait(self, alias: str, seconds: float) -> None:
+        self._child(self.queue_seconds, alias).observe(seconds)
+
+    def queue_rejected(self, alias: str) -> None:
+        self._child(self.rejected, alias).inc()
 
 
 class SupervisorMetrics:

@@ -32,8 +32,18 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def error_responses(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+class AnthropicErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    type: str
+    error: AnthropicErrorBody
+
+
+def error_responses(
+    described: dict[int, str], model: type[BaseModel] = ErrorResponse
+) -> dict[int | str, dict[str, Any]]:
     """`responses` for a route: each error status, with what it means there."""
-    return {
-        status: {"model": ErrorResponse, "description": what} for status, what in described.items()
-    }
+    return {status: {"model": model, "description": what} for status, what in described.items()}

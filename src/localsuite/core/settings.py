@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     gateway_breaker_cooldown: float = Field(5.0, ge=0)
     gateway_same_backend_retries: int = Field(1, ge=0, le=5)
     gateway_retry_backoff: float = Field(0.05, ge=0)
+    gateway_queue_size: int = Field(64, ge=0)  # per alias: requests waiting for a slot
+    gateway_queue_spill: bool = False  # a full queue spills to the next priority, not 429
+    gateway_affinity_entries: int = Field(10_000, ge=0)  # conversations remembered (LRU)
+    gateway_model_aliases: str = ""  # NAME=ALIAS,... (globs allowed: claude-*=chat-7b)
+
+    # --- replicas of inference-chat (`localsuite up` starts them; the gateway balances) -
+    chat_replicas: int = Field(1, ge=1, le=16)
+    chat_replica_ports: str = "8101-8116"  # ports of replicas 2..N (not a service's port)
+    inference_chat_replica_urls: str = ""  # replicas 2..N elsewhere: URL,URL,... (compose)
 
     # --- supervisor (`localsuite up`): compose-style health checks and restarts -------
     supervisor_start_period: float = Field(60, gt=0)  # api-gateway, rag, mcp-server
@@ -172,6 +181,36 @@ class Settings(BaseSettings):
     @property
     def chat_backend_url(self) -> str:
         return self.inference_chat_url or f"{self.local_url(self.inference_port)}/v1"
+
+    @property
+    def replica_ports(self) -> list[int]:
+        """Ports of chat replicas 2..N, from `CHAT_REPLICA_PORTS` (`8101-8116` or a list)."""
+        ports: list[int] = []
+        for part in self.chat_replica_ports.split(","):
+            low, _, high = part.strip().partition("-")
+            if low:
+                ports.extend(range(int(low), int(high or low) + 1))
+        return ports
+
+    @property
+    def chat_backends(self) -> list[tuple[str, str]]:
+        """(name, URL) of every inference-chat replica, the first one first."""
+        backends = [("inference-chat", self.chat_backend_url)]
+        urls = [u.strip() for u in self.inference_chat_replica_urls.split(",") if u.strip()]
+        ports = self.replica_ports
+        for number in range(2, self.chat_replicas + 1):
+            index = number - 2
+            if index < len(urls):
+                url = urls[index]
+            elif index < len(ports):
+                url = f"{self.local_url(ports[index])}/v1"
+            else:
+                raise ValueError(
+                    f"CHAT_REPLICAS={self.chat_replicas} needs {self.chat_replicas - 1} ports in "
+                    f"CHAT_REPLICA_PORTS ({self.chat_replica_ports!r} has {len(ports)})"
+                )
+            backends.append((f"inference-chat-{number}", url))
+        return backends
 
     @property
     def code_backend_url(self) -> str:

@@ -1,164 +1,100 @@
-"""The gateway's app: OpenAI-compatible routes over the failover router.
+"""The gateway's app: OpenAI's and Anthropic's routes over the attempt engine.
 
-The body of a request is passed to the backend untouched except `model` (llama.cpp's
-extensions such as `cache_prompt`, `n_probs` or `grammar` reach it as sent). Responses
-say who served them: `x-localsuite-backend` and `x-localsuite-attempts`.
+    POST /v1/chat/completions         OpenAI chat (stream or not)
+    POST /v1/completions              OpenAI text completions
+    POST /v1/responses                OpenAI Responses API
+    POST /v1/messages                 Anthropic Messages API (errors in Anthropic's shape)
+    POST /v1/messages/count_tokens    Anthropic token count (where the backend has it)
+    POST /v1/embeddings               forwarded to the embedding service
+    GET  /v1/models                   the aliases, with their backends and deployments
 
-Admin routes (behind the same API key), used by the supervisor's model switch:
+The body of a request is passed to the backend untouched except `model` (and `stream`:
+plain requests are streamed from the backend and assembled, see `gateway.relay`), so
+llama.cpp's extensions such as `cache_prompt` or `grammar` reach it as sent. Responses
+say who served them: `x-localsuite-backend` (the server), `x-localsuite-deployment`,
+`x-localsuite-attempts`, and `x-request-id` (the client's, or a new one; it is sent to
+the backend and written in every log line about the request).
+
+Conversation affinity comes from `x-session-id`, the protocol's user field, or the
+conversation's opening; `x-priority: batch` waits behind interactive requests in a queue.
+
+Admin routes (behind the same API key): `GET /admin/backends/{name}`,
 `POST /admin/backends/{name}/drain` (no new requests; in-flight ones and streams
-finish), `POST /admin/backends/{name}/undrain`, `GET /admin/backends/{name}`; each answers
-the backend's state as in `/health` (`draining`, `in_flight`, ...), 404 for an unknown name.
+finish), `POST /admin/backends/{name}/undrain`, each answering the server's state as in
+`/health`; `POST /admin/reload` re-reads `GATEWAY_CONFIG` (SIGHUP does the same).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import aiohttp
+import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response, StreamingResponse
 
 from localsuite.core.app import JSON, create_service_app, parse_json_object, read_body
-from localsuite.core.breaker import CircuitBreaker
 from localsuite.core.errors import (
+    ANTHROPIC,
+    OPENAI,
+    ConfigError,
+    ErrorShape,
     InvalidRequest,
     LocalSuiteError,
-    NotFound,
-    ServiceUnavailable,
-    UpstreamError,
 )
-from localsuite.core.health import Check, HealthReport
-from localsuite.core.http import ErrorAnswer, NoAnswer, create_session, translate_errors
-from localsuite.core.metrics import GatewayMetrics, new_registry
 from localsuite.core.openapi import request_body
-from localsuite.core.retry import RetryPolicy
-from localsuite.core.settings import Settings
+from localsuite.core.settings import Settings, environment
 from localsuite.gateway import schema
-from localsuite.gateway.config import RoutingConfig, default_routing
-from localsuite.gateway.failover import Router, complete, upstream_client_error
-from localsuite.gateway.streaming import CHAT_PATH, COMPLETIONS_PATH, StreamRelay
-from localsuite.gateway.upstream import Upstream
+from localsuite.gateway.config import RoutingConfig, default_routing, load_routing
+from localsuite.gateway.engine import Exchange, unknown_state
+from localsuite.gateway.gateway import Gateway
+from localsuite.gateway.protocols import (
+    CHAT,
+    COMPLETIONS,
+    COUNT_TOKENS,
+    MESSAGES,
+    RESPONSES,
+    Protocol,
+)
+from localsuite.gateway.relay import StreamRelay, serve_plain
+from localsuite.gateway.requests import RequestIdMiddleware, request_id_of
 
 log = logging.getLogger("localsuite.gateway")
 
-BACKEND_HEADER = "x-localsuite-backend"
-ATTEMPTS_HEADER = "x-localsuite-attempts"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+PRIORITIES = {"interactive": 0, "batch": 1}
 
 
-class Gateway:
-    """What the routes share: the routing table, the upstreams and the router."""
-
-    def __init__(self, settings: Settings, routing: RoutingConfig) -> None:
-        self.settings = settings
-        self.routing = routing
-        self.registry = new_registry()
-        self.metrics = GatewayMetrics(self.registry)
-        self.upstreams: dict[str, Upstream] = {}
-        for name, spec in routing.backends.items():
-            breaker = CircuitBreaker(
-                failure_threshold=routing.policy.allowed_fails,
-                cooldown=routing.policy.cooldown,
-                on_change=functools.partial(self.metrics.breaker_changed, name),
-            )
-            self.metrics.breaker_changed(name, breaker.state)
-            self.upstreams[name] = Upstream(
-                spec,
-                breaker,
-                self.metrics,
-                probe_interval=settings.gateway_probe_interval,
-                probe_timeout=settings.gateway_probe_timeout,
-            )
-        self.session: aiohttp.ClientSession | None = None
-        self._router: Router | None = None
-        self._probers: list[asyncio.Task[None]] = []
-
-    @property
-    def router(self) -> Router:
-        if self._router is None:
-            raise ServiceUnavailable("the gateway is starting")
-        return self._router
-
-    async def start(self) -> None:
-        self.session = create_session(connect_timeout=self.settings.llm_connect_timeout)
-        backoff = RetryPolicy(
-            attempts=1 + self.routing.policy.num_retries,
-            wait_min=self.settings.gateway_retry_backoff,
-            wait_max=max(
-                self.settings.gateway_retry_backoff * 8, self.settings.gateway_retry_backoff
-            ),
-        )
-        self._router = Router(
-            self.routing, self.upstreams, self.session, self.settings.llm_timeouts,
-            self.metrics, backoff,
-        )  # fmt: skip
-        # One probe round before serving, so the first requests know who is up.
-        await asyncio.gather(*(u.probe(self.session) for u in self.upstreams.values()))
-        self._probers = [
-            asyncio.create_task(u.run_prober(self.session), name=f"probe-{u.name}")
-            for u in self.upstreams.values()
-        ]
-
-    async def stop(self) -> None:
-        for task in self._probers:
-            task.cancel()
-        for task in self._probers:
-            with suppress(asyncio.CancelledError):
-                await task
-        if self.session is not None:
-            await self.session.close()
-
-    def backend(self, name: str) -> Upstream:
-        upstream = self.upstreams.get(name)
-        if upstream is None:
-            raise NotFound(
-                f"no backend {name!r}; backends: {', '.join(self.upstreams)}",
-                code="backend_not_found",
-            )
-        return upstream
-
-    def resolve_alias(self, body: dict[str, Any]) -> str:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise InvalidRequest("`model` is required: a model alias string", param="model",
-                                 code="missing_model")  # fmt: skip
-        alias = self.routing.resolve(model)
-        if alias is None:
-            raise NotFound(
-                f"model {model!r} does not exist; available: {', '.join(self.routing.model_names)}",
-                code="model_not_found",
-                param="model",
-            )
-        return alias
-
-    async def health(self) -> HealthReport:
-        checks = []
-        for alias, deployments in self.routing.routes.items():
-            serving = [d.backend for d in deployments if self.upstreams[d.backend].routable]
-            checks.append(
-                Check(
-                    f"alias:{alias}",
-                    bool(serving),
-                    detail=f"served by {', '.join(serving)}" if serving else "no backend up",
-                )
-            )
-        backends = {name: u.describe() for name, u in self.upstreams.items()}
-        hint = min((u.next_probe_in() for u in self.upstreams.values()), default=1.0)
-        return HealthReport(
-            "api-gateway", tuple(checks), {"backends": backends}, retry_after=max(1.0, hint)
-        )
+def shape_for(path: str) -> ErrorShape:
+    return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
 
 
-def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None) -> FastAPI:
+def create_gateway_app(
+    settings: Settings,
+    routing: RoutingConfig | None = None,
+    reload_source: Callable[[], RoutingConfig] | None = None,
+) -> FastAPI:
+    """The gateway; `reload_source` gives the table `POST /admin/reload` (and SIGHUP) load
+    (default: `GATEWAY_CONFIG` read again, or the env defaults)."""
     routing = routing or default_routing(settings)
     gateway = Gateway(settings, routing)
     limit = settings.gateway_max_body_bytes
+    source = reload_source or (lambda: load_routing(settings, environment()))
+
+    def reload() -> dict[str, Any]:
+        try:
+            config = source()
+        except (ConfigError, ValueError) as exc:
+            raise InvalidRequest(
+                f"the routing table was not reloaded, the old one stays: {exc}",
+                code="invalid_routing",
+            ) from exc
+        return gateway.reload(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -166,9 +102,14 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
             log.warning("routing file %s: keys not used by the gateway: %s",
                         routing.source, ", ".join(routing.ignored_keys))  # fmt: skip
         await gateway.start()
+        loop = asyncio.get_running_loop()
+        with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, reload)
         try:
             yield
         finally:
+            with suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
             await gateway.stop()
 
     app = create_service_app(
@@ -177,8 +118,10 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
         registry=gateway.registry,
         api_key=settings.api_key or routing.master_key,
         lifespan=lifespan,
-        description="OpenAI-compatible router with failover between llama.cpp backends.",
+        description="OpenAI- and Anthropic-compatible router with failover between backends.",
+        error_shape=shape_for,
     )
+    app.add_middleware(RequestIdMiddleware)
     app.state.gateway = gateway
 
     async def counted(relay: StreamRelay, alias: str, endpoint: str) -> AsyncIterator[bytes]:
@@ -189,53 +132,71 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
                 yield event
             outcome = "failed" if relay.failed else "ok"
         finally:
-            gateway.metrics.requests.labels(alias, endpoint, outcome).inc()
+            elapsed = time.perf_counter() - relay.started_at
+            gateway.metrics.request(alias, endpoint, outcome, elapsed if outcome == "ok" else None)
+            gateway.remember(relay.exchange, getattr(relay.view, "response_id", None))
 
-    async def relay(request: Request, path: str, endpoint: str) -> Response:
+    async def handle(request: Request, protocol: Protocol) -> Response:
         started = time.perf_counter()
         body = parse_json_object(await read_body(request, limit))
         alias = gateway.resolve_alias(body)
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise InvalidRequest("`stream` must be true or false", param="stream")
-        metrics = gateway.metrics
+        protocol.validate(body)
+        engine = gateway.engine  # requests finish on the table they started with
+        exchange = Exchange(
+            alias,
+            protocol,
+            body,
+            engine.new_deadline(),
+            request_id_of(request),
+            affinity=_affinity(request, body, protocol),
+            priority=_priority(request),
+            pinned=_pinned(gateway, engine.table, protocol, body),
+        )
+        endpoint = protocol.endpoint
         try:
-            if stream:
-                relay = StreamRelay(gateway.router, path, body, alias)
-                backend, attempts = await relay.start()
-                metrics.ttft.labels(alias).observe(time.perf_counter() - started)
-                headers = {**SSE_HEADERS, BACKEND_HEADER: backend, ATTEMPTS_HEADER: str(attempts)}
+            if stream and protocol.generates:
+                relay = StreamRelay(engine, gateway.relay, exchange)
+                attempt = await relay.start()
+                gateway.metrics.first_token(alias, time.perf_counter() - started)
                 return StreamingResponse(
-                    counted(relay, alias, endpoint), media_type="text/event-stream", headers=headers
+                    counted(relay, alias, endpoint),
+                    media_type="text/event-stream",
+                    headers={**SSE_HEADERS, **gateway.served_headers(attempt)},
                 )
-            served = await complete(gateway.router, path, body, alias)
+            served = await serve_plain(engine, gateway.relay, exchange)
         except LocalSuiteError as exc:
-            metrics.requests.labels(alias, endpoint, exc.outcome).inc()
+            gateway.metrics.request(alias, endpoint, exc.outcome, None)
             raise
-        metrics.requests.labels(alias, endpoint, "ok").inc()
-        metrics.latency.labels(alias, endpoint).observe(time.perf_counter() - started)
-        headers = {BACKEND_HEADER: served.backend, ATTEMPTS_HEADER: str(served.attempts)}
+        gateway.metrics.request(alias, endpoint, "ok", time.perf_counter() - started)
+        if protocol is RESPONSES:
+            gateway.remember(exchange, _id_of(served.body))
+        headers = gateway.served_headers(served.attempt)
         return Response(served.body, served.status, headers, media_type=JSON)
 
-    @app.post(
-        "/v1/chat/completions",
-        tags=["openai"],
-        summary="Chat completion (stream or not), with failover between backends",
-        openapi_extra=request_body(schema.ChatCompletionRequest),
-        responses=schema.ERROR_RESPONSES,
-    )
-    async def chat_completions(request: Request) -> Response:
-        return await relay(request, CHAT_PATH, "chat")
+    def route(path: str, protocol: Protocol, summary: str, model: Any, tag: str) -> None:
+        async def endpoint(request: Request) -> Response:
+            return await handle(request, protocol)
 
-    @app.post(
-        "/v1/completions",
-        tags=["openai"],
-        summary="Text completion (stream or not), with failover between backends",
-        openapi_extra=request_body(schema.CompletionRequest),
-        responses=schema.ERROR_RESPONSES,
-    )
-    async def completions(request: Request) -> Response:
-        return await relay(request, COMPLETIONS_PATH, "completions")
+        endpoint.__name__ = protocol.endpoint
+        app.add_api_route(
+            path, endpoint, methods=["POST"], tags=[tag], summary=summary,
+            openapi_extra=request_body(model),
+            responses=schema.ANTHROPIC_ERRORS if tag == "anthropic" else schema.ERROR_RESPONSES,
+        )  # fmt: skip
+
+    route("/v1/chat/completions", CHAT, "Chat completion (stream or not), with failover",
+          schema.ChatCompletionRequest, "openai")  # fmt: skip
+    route("/v1/completions", COMPLETIONS, "Text completion (stream or not), with failover",
+          schema.CompletionRequest, "openai")  # fmt: skip
+    route("/v1/responses", RESPONSES, "OpenAI Responses API (stream or not), with failover",
+          schema.ResponsesRequest, "openai")  # fmt: skip
+    route("/v1/messages", MESSAGES, "Anthropic Messages API (stream or not), with failover",
+          schema.MessagesRequest, "anthropic")  # fmt: skip
+    route("/v1/messages/count_tokens", COUNT_TOKENS, "Anthropic token count",
+          schema.CountTokensRequest, "anthropic")  # fmt: skip
 
     @app.post(
         "/v1/embeddings",
@@ -247,76 +208,94 @@ def create_gateway_app(settings: Settings, routing: RoutingConfig | None = None)
     async def embeddings(request: Request) -> Response:
         raw = await read_body(request, limit)
         parse_json_object(raw)
-        return await forward_embeddings(gateway, raw)
+        body, status, content_type = await gateway.forward_embeddings(raw, request_id_of(request))
+        return Response(body, status, media_type=content_type)
 
     @app.get("/v1/models", tags=["openai"], summary="The model aliases this gateway serves")
     async def models() -> dict[str, Any]:
-        created = int(time.time())
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "localsuite",
-                "backends": [d.backend for d in routing.routes[routing.resolve(name) or name]],
-            }
-            for name in routing.model_names
-        ]
-        return {"object": "list", "data": data}
+        return gateway.models()
 
-    @app.get("/admin/backends/{name}", tags=["admin"], summary="One backend's state")
+    @app.get("/admin/backends/{name}", tags=["admin"], summary="One server's state")
     async def backend_state(name: str) -> dict[str, Any]:
-        return {"backend": name, **gateway.backend(name).describe()}
+        return {"backend": name, **gateway.server(name).describe()}
 
     @app.post(
         "/admin/backends/{name}/drain",
         tags=["admin"],
-        summary="Send a backend no new requests; in-flight requests and streams finish",
+        summary="Send a server no new requests; in-flight requests and streams finish",
     )
     async def drain(name: str) -> dict[str, Any]:
-        gateway.backend(name).set_draining(True)
+        gateway.server(name).set_draining(True)
         return await backend_state(name)
 
     @app.post("/admin/backends/{name}/undrain", tags=["admin"], summary="Undo a drain")
     async def undrain(name: str) -> dict[str, Any]:
-        gateway.backend(name).set_draining(False)
+        gateway.server(name).set_draining(False)
         return await backend_state(name)
+
+    @app.post(
+        "/admin/reload",
+        tags=["admin"],
+        summary="Re-read the routing table; requests in flight finish on the old one",
+    )
+    async def reload_route() -> dict[str, Any]:
+        return reload()
 
     return app
 
 
-async def forward_embeddings(gateway: Gateway, raw: bytes) -> Response:
-    settings = gateway.settings
-    url = f"{settings.embedding_service_url}/v1/embeddings"
-    session = gateway.session
-    if session is None:
-        raise ServiceUnavailable("the gateway is starting")
-    headers = {"Content-Type": "application/json"}
-    if settings.api_key:  # the embedding service demands the suite's key too
-        headers["Authorization"] = f"Bearer {settings.api_key}"
+def _reload_on_signal(reload: Callable[[], dict[str, Any]]) -> None:
     try:
-        with translate_errors("embedding"):
-            async with (
-                asyncio.timeout(settings.embedding_timeout),
-                session.post(url, data=raw, headers=headers) as response,
-            ):
-                body = await response.read()
-                status = response.status
-                content_type = response.headers.get("Content-Type", JSON)
-    except NoAnswer as exc:
-        raise ServiceUnavailable(
-            f"the embedding service at {settings.embedding_service_url} is not answering "
-            f"({exc}); start it with `localsuite up --preset p2`",
-            code="embedding_unavailable",
-        ) from exc
-    if status in (502, 503, 504):
-        raise ServiceUnavailable(
-            f"the embedding service is unavailable (HTTP {status}): "
-            f"{ErrorAnswer(status, body).message()}",
-            code="embedding_unavailable",
+        result = reload()
+    except LocalSuiteError as exc:
+        log.error("SIGHUP: %s", exc.message)
+    else:
+        log.info("SIGHUP: routing table reloaded (%s)", result.get("source"))
+
+
+def _affinity(request: Request, body: dict[str, Any], protocol: Protocol) -> str | None:
+    session = request.headers.get("x-session-id")
+    if session:
+        return f"session:{session}"
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        return f"user:{user}"
+    return protocol.affinity_key(body)
+
+
+def _priority(request: Request) -> int:
+    given = request.headers.get("x-priority")
+    if given is None:
+        return 0
+    priority = PRIORITIES.get(given.strip().lower())
+    if priority is None:
+        raise InvalidRequest(
+            f"x-priority must be one of {', '.join(PRIORITIES)}, not {given!r}", param="x-priority"
         )
-    if status >= 500:
-        raise UpstreamError(f"the embedding service answered HTTP {status}")
-    if status >= 400:
-        raise upstream_client_error(ErrorAnswer(status, body))
-    return Response(body, status, media_type=content_type)
+    return priority
+
+
+def _pinned(gateway: Gateway, table: Any, protocol: Protocol, body: dict[str, Any]) -> Any:
+    """The deployment that holds the state a request refers to (`previous_response_id`)."""
+    if protocol is not RESPONSES:
+        return None
+    previous = body.get("previous_response_id")
+    if previous is None:
+        return None
+    if not isinstance(previous, str) or not previous:
+        raise InvalidRequest("`previous_response_id` must be a response id",
+                             param="previous_response_id")  # fmt: skip
+    holder = gateway.states.get(previous)
+    deployment = table.deployments.get(holder) if holder else None
+    if deployment is None:
+        raise unknown_state("previous_response_id", previous)
+    return deployment
+
+
+def _id_of(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None

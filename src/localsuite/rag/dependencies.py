@@ -27,6 +27,7 @@ from localsuite.core.errors import (
     InvalidRequest,
     LocalSuiteError,
     NotFound,
+    Refused,
     ServiceUnavailable,
     UpstreamError,
 )
@@ -186,9 +187,7 @@ class Guard:
         if isinstance(exc, StoreRejected):
             return InvalidRequest(str(exc), code="qdrant_rejected")
         if isinstance(exc, ErrorAnswer) and 400 <= exc.status < 500:
-            error = InvalidRequest(f"{name} refused the request: {exc.message()}")
-            error.status = exc.status  # type: ignore[misc]  # keep the dependency's status
-            return error
+            return Refused(exc.status, f"{name} refused the request: {exc.message()}")
         if isinstance(exc, ErrorAnswer | BadAnswer):
             return UpstreamError(f"{name} answered badly: {exc}")
         return UpstreamError(f"{name} failed: {type(exc).__name__}: {exc}")

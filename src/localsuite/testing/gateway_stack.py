@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 
 from localsuite.core.settings import Settings
-from localsuite.gateway.app import Gateway
+from localsuite.gateway.deployments import Deployment
+from localsuite.gateway.gateway import Gateway
+from localsuite.gateway.servers import Server
 from localsuite.testing.fake_upstream import FakeUpstream
 
 # Short phases so a fault costs fractions of a second; the deadline stays long, so a
@@ -32,6 +34,12 @@ class Stack:
     primary: FakeUpstream
     secondary: FakeUpstream
     gateway: Gateway
+
+    def server(self, name: str) -> Server:
+        return self.gateway.table.servers[name]
+
+    def deployment(self, name: str) -> Deployment:
+        return self.gateway.table.deployments[name]
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)

@@ -27,10 +27,10 @@ import numpy as np
 from localsuite.core.errors import (
     ConfigError,
     DeadlineExceeded,
-    InvalidRequest,
     LocalSuiteError,
     PayloadTooLarge,
     RateLimited,
+    Refused,
     ServiceUnavailable,
     UpstreamError,
 )
@@ -118,9 +118,7 @@ class OpenAIBackend:
             return UpstreamError(reason, code=f"remote_{answer.status}")
         if answer.status == 413:
             return PayloadTooLarge(reason, code="remote_413")
-        error = InvalidRequest(reason, code=f"remote_{answer.status}")
-        error.status = answer.status  # type: ignore[misc]  # keep the remote's own status
-        return error
+        return Refused(answer.status, reason, code=f"remote_{answer.status}")
 
     def _parse(self, answer: Any, texts: list[str]) -> Embedded:
         expected = len(texts)
