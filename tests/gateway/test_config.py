@@ -29,6 +29,7 @@ def deployments(routing: RoutingConfig, alias: str) -> list[DeploymentSpec]:
 def servers(routing: RoutingConfig, alias: str) -> list[str]:
     return [d.server for d in deployments(routing, alias)]
 
+
 LITELLM = """
 model_list:
   - model_name: chat-7b

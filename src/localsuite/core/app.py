@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -156,7 +157,7 @@ def create_service_app(
 
     @app.get("/health/live", tags=["health"], summary="Liveness: the process serves HTTP")
     async def live() -> dict[str, Any]:
-        return {"ok": True, "service": service}
+        return {"ok": True, "service": service, "pid": os.getpid()}
 
     @app.get("/health", tags=["health"], summary="Readiness, with every dependency's state")
     async def ready() -> Response:

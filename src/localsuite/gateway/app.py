@@ -159,12 +159,12 @@ def create_gateway_app(
         try:
             if stream and protocol.generates:
                 relay = StreamRelay(engine, gateway.relay, exchange)
-                attempt = await relay.start()
+                attempt, count = await relay.start()
                 gateway.metrics.first_token(alias, time.perf_counter() - started)
                 return StreamingResponse(
                     counted(relay, alias, endpoint),
                     media_type="text/event-stream",
-                    headers={**SSE_HEADERS, **gateway.served_headers(attempt)},
+                    headers={**SSE_HEADERS, **gateway.served_headers(attempt, count)},
                 )
             served = await serve_plain(engine, gateway.relay, exchange)
         except LocalSuiteError as exc:
@@ -173,7 +173,7 @@ def create_gateway_app(
         gateway.metrics.request(alias, endpoint, "ok", time.perf_counter() - started)
         if protocol is RESPONSES:
             gateway.remember(exchange, _id_of(served.body))
-        headers = gateway.served_headers(served.attempt)
+        headers = gateway.served_headers(served.attempt, served.attempt.exchange.count)
         return Response(served.body, served.status, headers, media_type=JSON)
 
     def route(path: str, protocol: Protocol, summary: str, model: Any, tag: str) -> None:

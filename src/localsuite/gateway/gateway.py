@@ -169,12 +169,12 @@ class Gateway:
             )
         return server
 
-    def served_headers(self, attempt: Attempt) -> dict[str, str]:
+    def served_headers(self, attempt: Attempt, attempts: int) -> dict[str, str]:
         deployment = attempt.deployment
         return {
             BACKEND_HEADER: deployment.server.name,
             DEPLOYMENT_HEADER: deployment.id,
-            ATTEMPTS_HEADER: str(attempt.exchange.count),
+            ATTEMPTS_HEADER: str(attempts),
         }
 
     def remember(self, exchange: Exchange, response_id: str | None) -> None:

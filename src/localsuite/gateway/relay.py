@@ -259,8 +259,9 @@ class StreamRelay:
         self._task: asyncio.Task[None] | None = None
 
     # --- the client's side -----------------------------------------------------------
-    async def start(self) -> Attempt:
-        """Open the stream; returns the attempt whose first event is ready to go.
+    async def start(self) -> tuple[Attempt, int]:
+        """Open the stream; returns the attempt whose first event is ready to go, and the
+        number of attempts it took (the stream may move on before the client reads it).
 
         Raises the request's error if no deployment could start it."""
         self._task = asyncio.create_task(self._produce(), name=f"stream-{self.exchange.alias}")
@@ -271,8 +272,8 @@ class StreamRelay:
             raise
         if kind == "error":
             raise value
-        attempt: Attempt = value
-        return attempt
+        attempt, count = value
+        return attempt, count
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
@@ -292,7 +293,8 @@ class StreamRelay:
         if not self.view.started:
             self.view.started = True
             self.attempt = self._current
-            self.queue.put_nowait(("start", self._current))
+            assert self._current is not None
+            self.queue.put_nowait(("start", (self._current, self.exchange.count)))
         self.queue.put_nowait(("event", data))
 
     def _feed(self, event: Event) -> None:

@@ -36,10 +36,12 @@ JSON = "application/json"
 class Fault:
     """What the next requests get. `times` = how many requests it applies to (-1: all).
 
-    modes: ok | status | cut (reset mid-stream) | stall (silence mid-stream) | hang (no
-    answer at all) | garbage (a body or an event that is not JSON) | slow (`delay` before
-    the headers) | slow_first (headers, then `delay` before the first event) | no_done (a
-    complete stream without its last event)"""
+    modes: ok | status | reset (the connection dropped before any answer) | cut (reset
+    mid-stream) | stall (silence mid-stream) | hang (no answer at all) | garbage (a body
+    or an event that is not JSON) | slow (`delay` before the headers) | slow_first
+    (headers, then `delay` before the first event) | no_done (a complete stream without
+    its last event) | refuse_prefill (400 for a request that ends in an assistant turn,
+    as some servers answer; others are answered as usual)"""
 
     mode: str = "ok"
     status: int = 500
@@ -142,13 +144,17 @@ class FakeUpstream:
 
     def _endpoint(self, protocol: str) -> Callable[[Request], Any]:
         async def answer(request: Request) -> Response:
-            return await self._answer(protocol, await self._record(request))
+            body = await self._record(request)
+            fault = self._take_fault(body.get("model"))
+            if fault.mode == "reset":
+                _drop_connection(request)
+                return Response(b"", 500)  # never delivered: the connection is gone
+            return await self._answer(protocol, body, fault)
 
         return answer
 
     # --- answers ---------------------------------------------------------------------
-    async def _answer(self, protocol: str, body: dict[str, Any]) -> Response:
-        fault = self._take_fault(body.get("model"))
+    async def _answer(self, protocol: str, body: dict[str, Any], fault: Fault) -> Response:
         if fault.mode == "hang":
             await asyncio.sleep(3600)
         if fault.mode == "slow":
@@ -158,7 +164,7 @@ class FakeUpstream:
             payload = fault.body or {"error": {"message": "injected", "type": "server_error"}}
             return Response(orjson.dumps(payload), fault.status, headers, media_type=JSON)
         prefill = _prefill(protocol, body)
-        if prefill and self.refuse_prefill:
+        if prefill and (self.refuse_prefill or fault.mode == "refuse_prefill"):
             refusal = {"error": {"message": "assistant prefill is not supported",
                                  "type": "invalid_request_error"}}  # fmt: skip
             return Response(orjson.dumps(refusal), 400, media_type=JSON)
@@ -202,6 +208,15 @@ class FakeUpstream:
             content += is_content
             yield event
             await asyncio.sleep(0)
+
+
+def _drop_connection(request: Request) -> None:
+    """Abort the TCP connection under this request (uvicorn's transport), unanswered."""
+    cycle = getattr(request.receive, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        raise RuntimeError("cannot reach the connection to drop it (not uvicorn?)")
+    transport.abort()
 
 
 def _prefill(protocol: str, body: dict[str, Any]) -> str:
