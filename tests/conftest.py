@@ -13,7 +13,8 @@ import pytest
 
 from localsuite.core.settings import Settings
 from localsuite.embedding.app import create_embedding_app
-from localsuite.gateway.app import Gateway, create_gateway_app
+from localsuite.gateway.app import create_gateway_app
+from localsuite.gateway.gateway import Gateway
 from localsuite.testing.gateway_stack import make_settings
 from localsuite.testing.llama import LlamaProcess
 from localsuite.testing.servers import healthy, serve_in_thread, wait_until

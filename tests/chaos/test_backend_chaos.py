@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import anthropic
 import pytest
 
 from localsuite.gateway.servers import Health
@@ -60,3 +61,50 @@ def test_sigstop_primary_costs_a_bounded_wait_not_the_deadline(llama_gateway) ->
 
     upstream = stack.gateway.table.servers["inference-chat"]
     wait_until(lambda: upstream.health is Health.READY and upstream.routable, 60, "thawed")
+
+
+def test_sigkill_in_the_middle_of_an_anthropic_stream_gives_one_whole_message(
+    llama_gateway,
+) -> None:  # type: ignore[no-untyped-def]
+    stack = llama_gateway
+    sdk = anthropic.Anthropic(base_url=stack.url, api_key="unused", max_retries=0)
+    kinds: list[str] = []
+    text = ""
+    with sdk.messages.stream(
+        model="chat-7b",
+        max_tokens=120,
+        messages=PROMPT,  # type: ignore[arg-type]
+    ) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text += event.delta.text
+                if len(text) > 20 and stack.chat.proc.poll() is None:
+                    stack.chat.signal(signal.SIGKILL)  # mid-answer
+        final = stream.get_final_message()
+    assert stack.chat.proc.poll() is not None  # it really died during the stream
+    assert kinds.count("message_start") == 1 and kinds.count("message_stop") == 1
+    assert kinds[-1] == "message_stop"
+    assert final.stop_reason in ("max_tokens", "end_turn")
+    assert len(final.content) == 1 and final.content[0].text == text  # type: ignore[union-attr]
+    metrics = stack.gateway.metrics.continuations
+    assert metrics.labels("inference-chat", "attempted")._value.get() == 1
+    assert metrics.labels("inference-code", "completed")._value.get() == 1
+
+
+def test_sigkill_under_a_mix_of_the_three_protocols_loses_nothing(llama_gateway) -> None:  # type: ignore[no-untyped-def]
+    stack = llama_gateway
+    claude = anthropic.Anthropic(base_url=stack.url, api_key="unused", max_retries=0,
+                                 timeout=120)  # fmt: skip
+    load = Load(stack.sdk(timeout=120), claude=claude)
+    workers = load.run(streams=1, plains=1, protocols=("chat", "messages", "responses"))
+    try:
+        wait_until(lambda: load.count() >= 6, 120, "steady load")
+        stack.chat.signal(signal.SIGKILL)
+        killed_at = load.count()
+        wait_until(lambda: load.count() >= killed_at + 12, 120, "load after the kill")
+    finally:
+        load.finish(workers)
+    assert load.failures == []
+    kinds = {kind for kind, _, _ in load.done[killed_at:]}
+    assert {"messages-stream", "responses-plain", "stream"} <= kinds

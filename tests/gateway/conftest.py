@@ -34,7 +34,7 @@ def stack_factory() -> Iterator[Any]:
         ctx_g = serve_in_thread(app)
         url = ctx_g.__enter__()
         opened.extend([ctx_g, ctx_s, ctx_p])
-        return Stack(url, primary, secondary, app.state.gateway)
+        return Stack(url, primary, secondary, app.state.gateway, p_url, s_url)
 
     yield build
     for ctx in opened:

@@ -220,9 +220,11 @@ def _drop_connection(request: Request) -> None:
 
 
 def _prefill(protocol: str, body: dict[str, Any]) -> str:
-    if protocol not in ("chat", "messages"):
+    if protocol not in ("chat", "messages", "responses"):
         return ""
-    messages = body.get("messages") or []
+    messages = body.get("input") if protocol == "responses" else body.get("messages")
+    if not isinstance(messages, list):
+        return ""
     last = messages[-1] if messages else {}
     if not isinstance(last, dict) or last.get("role") != "assistant":
         return ""

@@ -34,6 +34,8 @@ class Stack:
     primary: FakeUpstream
     secondary: FakeUpstream
     gateway: Gateway
+    primary_url: str = ""
+    secondary_url: str = ""
 
     def server(self, name: str) -> Server:
         return self.gateway.table.servers[name]

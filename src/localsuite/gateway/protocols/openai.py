@@ -5,9 +5,11 @@ breaks is continued on another deployment: chat with the partial answer as an as
 prefill, completions with it appended to the prompt. Not continued: several choices
 (`n` > 1), tool calls (half a call cannot be resumed), a prompt that is not one string.
 
-The Responses API names its events (`response.created` ... `response.completed`); its
-stream is not continued (its items, ids and sequence numbers belong to one backend's
-answer): a break after the first byte ends it with `response.failed` and `error`.
+The Responses API names its events (`response.created` ... `response.completed`). Its
+stream is continued like chat's while its answer is one message of text (the partial
+text as a trailing assistant item), renumbered into the client's ids and sequence; one
+that is calling a tool or reasoning is not: a break after the first byte ends it with
+`response.failed` and `error`.
 """
 
 from __future__ import annotations
@@ -348,33 +350,112 @@ _RESPONSE_TERMINAL = {b"response.completed", b"response.incomplete"}
 
 
 class ResponsesStream(StreamView):
+    """A Responses stream; continued while its answer is one message of text.
+
+    A continuation's stream is made the client's: its `response.created`,
+    `in_progress`, `output_item.added` and `content_part.added` are dropped (the client
+    has its own), its events take the client's response and item ids and the next
+    sequence numbers, and its `*.done` and `response.completed` events carry the whole
+    text, not just the continuation's part."""
+
+    _OPENING = frozenset({"response.created", "response.in_progress",
+                          "response.output_item.added", "response.content_part.added"})  # fmt: skip
+
     def __init__(self, body: Mapping[str, Any]) -> None:
         super().__init__(body)
-        self.continuable = False
+        given = body.get("input")
+        self.continuable = isinstance(given, str | list) and not body.get("previous_response_id")
         self.response_id: str | None = None
+        self.item_id: str | None = None
+        self.items = 0
         self.sequence = 0
 
     def feed(self, event: Event) -> bytes | None:
         data = json_object(event, "backend")
         kind = str(data.get("type") or (event.name or b"").decode())
-        if isinstance(data.get("sequence_number"), int):
-            self.sequence = data["sequence_number"]
         if event.name == b"error" or kind in {"error", "response.failed"}:
             raise stream_error("backend", data.get("error") or data.get("response", data))
-        response = data.get("response")
-        if isinstance(response, dict) and isinstance(response.get("id"), str):
-            self.response_id = response["id"]
-        if kind == "response.output_text.delta" and isinstance(data.get("delta"), str):
-            self._text(data["delta"])
         if kind.encode() in _RESPONSE_TERMINAL:
             self.finished = self.terminated = True
-        return event.raw
+        if kind == "response.output_item.added":
+            self._item_added(data.get("item"))
+        if kind == "response.output_text.delta" and isinstance(data.get("delta"), str):
+            text = data["delta"]
+            kept = self._text(text)
+            if self.continuing or kept != text:
+                if not kept:
+                    return None  # held back: it may still be the prefill's echo
+                data["delta"] = kept
+                return self._rewritten(kind, data)
+        if not self.continuing:
+            if isinstance(data.get("sequence_number"), int):
+                self.sequence = data["sequence_number"]
+            response = data.get("response")
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                self.response_id = response["id"]
+            return event.raw
+        if kind in self._OPENING:
+            return None
+        return self._rewritten(kind, data)
+
+    def _item_added(self, item: Any) -> None:
+        if self.continuing:
+            return
+        self.items += 1
+        if not isinstance(item, dict) or item.get("type") != "message" or self.items > 1:
+            self.continuable = False  # a tool call, reasoning, a second item: not resumable
+            return
+        if isinstance(item.get("id"), str):
+            self.item_id = item["id"]
+
+    def _rewritten(self, kind: str, data: dict[str, Any]) -> bytes:
+        """A continuation's event, as the client's stream goes on."""
+        self.sequence += 1
+        data["sequence_number"] = self.sequence
+        if "item_id" in data and self.item_id:
+            data["item_id"] = self.item_id
+        if kind == "response.output_text.done":
+            data["text"] = self.partial
+        part = data.get("part")
+        if isinstance(part, dict) and "text" in part:
+            part["text"] = self.partial
+        item = data.get("item")
+        if isinstance(item, dict):
+            self._whole_item(item)
+        response = data.get("response")
+        if isinstance(response, dict):
+            if self.response_id:
+                response["id"] = self.response_id
+            for output in response.get("output") or ():
+                if isinstance(output, dict):
+                    self._whole_item(output)
+        return Event.build(orjson.dumps(data), kind.encode()).raw
+
+    def _whole_item(self, item: dict[str, Any]) -> None:
+        if item.get("type") != "message":
+            return
+        if self.item_id:
+            item["id"] = self.item_id
+        for part in item.get("content") or ():
+            if isinstance(part, dict) and part.get("type") == "output_text":
+                part["text"] = self.partial
 
     def close(self) -> bytes | None:
         raise cut_short("backend")
 
     def continuation(self) -> dict[str, Any]:
-        raise NotImplementedError("a Responses stream is not continued")
+        body = reduced_limits(dict(self.body), self.tokens)
+        given = self.body["input"]
+        items = (
+            [{"type": "message", "role": "user", "content": given}]
+            if isinstance(given, str) else list(given)
+        )  # fmt: skip
+        prefill = self.partial
+        items.append({"type": "message", "role": "assistant",
+                      "content": [{"type": "output_text", "text": prefill}]})  # fmt: skip
+        body["input"] = items
+        self.echo = EchoFilter(prefill)
+        return body
 
     def error_event(self, error: LocalSuiteError) -> bytes:
         failed = {
