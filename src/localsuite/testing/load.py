@@ -108,7 +108,9 @@ class Load:
 
     def _one_messages_stream(self) -> tuple[str, str]:
         with self._claude().messages.stream(
-            model=self.model, max_tokens=48, messages=PROMPT  # type: ignore[arg-type]
+            model=self.model,
+            max_tokens=48,
+            messages=PROMPT,  # type: ignore[arg-type]
         ) as stream:
             for _ in stream.text_stream:
                 pass
@@ -120,7 +122,9 @@ class Load:
 
     def _one_messages_plain(self) -> tuple[str, str]:
         raw = self._claude().messages.with_raw_response.create(
-            model=self.model, max_tokens=24, messages=PROMPT  # type: ignore[arg-type]
+            model=self.model,
+            max_tokens=24,
+            messages=PROMPT,  # type: ignore[arg-type]
         )
         raw.parse()
         return "messages-plain", raw.headers["x-localsuite-backend"]
