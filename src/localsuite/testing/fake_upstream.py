@@ -64,6 +64,8 @@ class FakeUpstream:
     model_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # router mode
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    in_flight: int = 0  # answers being given now
+    most_in_flight: int = 0
     _fault: Fault = field(default_factory=Fault)
     _model_faults: dict[str, Fault] = field(default_factory=dict)
 
@@ -142,6 +144,10 @@ class FakeUpstream:
         self.headers.append(dict(request.headers))
         return body
 
+    def _begin(self) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
     def _endpoint(self, protocol: str) -> Callable[[Request], Any]:
         async def answer(request: Request) -> Response:
             body = await self._record(request)
@@ -149,7 +155,15 @@ class FakeUpstream:
             if fault.mode == "reset":
                 _drop_connection(request)
                 return Response(b"", 500)  # never delivered: the connection is gone
-            return await self._answer(protocol, body, fault)
+            self._begin()
+            try:
+                response = await self._answer(protocol, body, fault)
+            except BaseException:
+                self.in_flight -= 1
+                raise
+            if not isinstance(response, StreamingResponse):
+                self.in_flight -= 1
+            return response
 
         return answer
 
@@ -190,6 +204,13 @@ class FakeUpstream:
         return 0
 
     async def _events(self, answer: _Answer, fault: Fault) -> AsyncIterator[bytes]:
+        try:
+            async for event in self._faulty_events(answer, fault):
+                yield event
+        finally:
+            self.in_flight -= 1
+
+    async def _faulty_events(self, answer: _Answer, fault: Fault) -> AsyncIterator[bytes]:
         if fault.mode == "slow_first":
             await asyncio.sleep(fault.delay)
         content = 0
