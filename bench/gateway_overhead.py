@@ -63,7 +63,7 @@ def process(argv: list[str], health: str, env: dict[str, str] | None = None) -> 
 def stub(port: int) -> list[str]:
     code = (
         "import uvicorn; from localsuite.testing.fake_upstream import FakeUpstream; "
-        f"uvicorn.run(FakeUpstream().app(), host='127.0.0.1', port={port}, "
+        f"uvicorn.run(FakeUpstream(burst=True).app(), host='127.0.0.1', port={port}, "
         "log_level='warning', loop='uvloop', http='httptools', access_log=False)"
     )
     return [sys.executable, "-c", code]

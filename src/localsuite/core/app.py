@@ -7,6 +7,12 @@
 - optional API-key auth (`LOCALSUITE_API_KEY`): `Authorization: Bearer <key>` or
   `x-api-key: <key>` (Anthropic's clients send that one) on every path except
   `/health/live`;
+- request ids (`core.request_ids`): the client's `x-request-id`, or a new one, on every
+  answer;
+- direct routes (`ServiceApp.direct_route`): POST paths on a service's hot path that skip
+  the framework's layers (routing, dependency injection, the exception middleware), with
+  the same key check, request id and error rendering applied here once; FastAPI still
+  documents them;
 - `GET /health/live` (the process serves), `GET /health` (the service's own report),
   `GET /metrics` (Prometheus text).
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -25,8 +31,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localsuite import __version__
 from localsuite.core.errors import (
@@ -42,6 +49,8 @@ from localsuite.core.errors import (
 )
 from localsuite.core.health import HealthSource
 from localsuite.core.metrics import CONTENT_TYPE_LATEST, render
+from localsuite.core.request_ids import HEADER as REQUEST_ID
+from localsuite.core.request_ids import request_id_from
 
 log = logging.getLogger("localsuite")
 
@@ -61,17 +70,15 @@ def error_response(error: LocalSuiteError, shape: ErrorShape = OPENAI) -> Respon
     return Response(rendered.body, rendered.status, rendered.headers, media_type=JSON)
 
 
-class ApiKeyMiddleware:
-    """Demands the key (`Authorization: Bearer <key>` or `x-api-key: <key>`) on every HTTP
-    path but the open ones; compared in constant time."""
+class KeyCheck:
+    """The key (`Authorization: Bearer <key>` or `x-api-key: <key>`), compared in constant
+    time; the one place both are read."""
 
-    def __init__(self, app: ASGIApp, key: str, shape_for: ShapeForPath = openai_everywhere) -> None:
-        self.app = app
+    def __init__(self, key: str) -> None:
         self._bearer = f"Bearer {key}".encode()
         self._key = key.encode()
-        self._shape_for = shape_for
 
-    def _allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+    def allows(self, headers: list[tuple[bytes, bytes]]) -> bool:
         ok = False
         for name, value in headers:
             if name == b"authorization":
@@ -80,18 +87,84 @@ class ApiKeyMiddleware:
                 ok |= hmac.compare_digest(value, self._key)
         return ok
 
+    @staticmethod
+    def refusal() -> Unauthorized:
+        return Unauthorized(
+            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+        )
+
+
+class ApiKeyMiddleware:
+    """Demands the key on every HTTP path but the open ones."""
+
+    def __init__(self, app: ASGIApp, key: str, shape_for: ShapeForPath = openai_everywhere) -> None:
+        self.app = app
+        self._check = KeyCheck(key)
+        self._shape_for = shape_for
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["path"] in OPEN_PATHS
-            or self._allowed(scope["headers"])
+            or self._check.allows(scope["headers"])
         ):
             await self.app(scope, receive, send)
             return
-        error = Unauthorized(
-            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-        )
+        error = self._check.refusal()
         await error_response(error, self._shape_for(scope["path"]))(scope, receive, send)
+
+
+DirectHandler = Callable[[Request], Awaitable[Response]]
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with request ids on every answer, and direct routes (see the module)."""
+
+    def setup_service(self, key: str | None, shape_for: ShapeForPath) -> None:
+        self.direct: dict[str, DirectHandler] = {}
+        self.key_check = KeyCheck(key) if key else None
+        self.shape_for = shape_for
+
+    def direct_route(self, path: str, handler: DirectHandler) -> None:
+        """Serve `POST path` with `handler`, outside the framework's layers."""
+        self.direct[path] = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request_id = request_id_from(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        handler = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is not None:
+            response = await self._direct(handler, scope, receive)
+            if response is not None:
+                response.raw_headers.append((REQUEST_ID, request_id))
+                await response(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID, request_id)]
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_id)
+
+    async def _direct(self, handler: DirectHandler, scope: Scope, receive: Receive
+                      ) -> Response | None:  # fmt: skip
+        shape = self.shape_for(scope["path"])
+        if self.key_check is not None and not self.key_check.allows(scope["headers"]):
+            return error_response(self.key_check.refusal(), shape)
+        request = Request(scope, receive)
+        try:
+            return await handler(request)
+        except LocalSuiteError as exc:
+            return error_response(exc, shape)
+        except ClientDisconnect:
+            return None  # nobody to answer
+        except Exception as exc:
+            log.exception("unhandled error on POST %s", scope["path"])
+            return error_response(LocalSuiteError(f"internal error: {type(exc).__name__}"), shape)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -144,13 +217,14 @@ def create_service_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     description: str = "",
     error_shape: ShapeForPath = openai_everywhere,
-) -> FastAPI:
-    app = FastAPI(
+) -> ServiceApp:
+    app = ServiceApp(
         title=f"localsuite {service}",
         version=__version__,
         description=description,
         lifespan=lifespan,
     )
+    app.setup_service(api_key, error_shape)
     install_error_handlers(app, error_shape)
     if api_key:
         app.add_middleware(ApiKeyMiddleware, key=api_key, shape_for=error_shape)

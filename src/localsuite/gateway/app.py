@@ -48,6 +48,7 @@ from localsuite.core.errors import (
     LocalSuiteError,
 )
 from localsuite.core.openapi import request_body
+from localsuite.core.request_ids import request_id_of
 from localsuite.core.settings import Settings, environment
 from localsuite.gateway import schema
 from localsuite.gateway.config import RoutingConfig, default_routing, load_routing
@@ -62,7 +63,6 @@ from localsuite.gateway.protocols import (
     Protocol,
 )
 from localsuite.gateway.relay import StreamRelay, serve_plain
-from localsuite.gateway.requests import RequestIdMiddleware, request_id_of
 
 log = logging.getLogger("localsuite.gateway")
 
@@ -121,7 +121,6 @@ def create_gateway_app(
         description="OpenAI- and Anthropic-compatible router with failover between backends.",
         error_shape=shape_for,
     )
-    app.add_middleware(RequestIdMiddleware)
     app.state.gateway = gateway
 
     async def counted(relay: StreamRelay, alias: str, endpoint: str) -> AsyncIterator[bytes]:
@@ -181,6 +180,8 @@ def create_gateway_app(
             return await handle(request, protocol)
 
         endpoint.__name__ = protocol.endpoint
+        app.direct_route(path, endpoint)  # the hot path: no framework layers
+        # Registered with FastAPI too, for its OpenAPI document (the direct route answers).
         app.add_api_route(
             path, endpoint, methods=["POST"], tags=[tag], summary=summary,
             openapi_extra=request_body(model),

@@ -62,6 +62,7 @@ class FakeUpstream:
     tool_call: bool = False  # answer with a call of TOOL instead of text
     refuse_prefill: bool = False  # 400 for a trailing assistant turn (some servers do)
     model_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # router mode
+    burst: bool = False  # a stream with no fault goes out in one write (benchmarks' stub)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     in_flight: int = 0  # answers being given now
@@ -195,6 +196,9 @@ class FakeUpstream:
             if fault.mode == "garbage":
                 return Response(b"<html>not json</html>", 200, media_type="text/html")
             return Response(orjson.dumps(answer.plain()), media_type=JSON)
+        if self.burst and fault.mode == "ok":
+            burst = b"".join(event for event, _ in answer.events())
+            return Response(burst, media_type="text/event-stream")
         return StreamingResponse(self._events(answer, fault), media_type="text/event-stream")
 
     def _words_already_given(self, text: str) -> int:
