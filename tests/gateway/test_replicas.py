@@ -112,7 +112,9 @@ def test_equal_priorities_share_the_load_and_no_replica_idles_while_one_queues(
         answers = in_parallel(6, lambda i: turn(client, f"question {i}"))
     assert all(a.status_code == 200 for a in answers)
     assert [f.most_in_flight for f in group.fakes] == [2, 2]  # both full, neither over its limit
-    assert sorted(len(f.requests) for f in group.fakes) == [3, 3]
+    # the two that waited went to whichever replica freed a slot first
+    assert all(len(f.requests) >= 2 for f in group.fakes) and len(group.fakes[0].requests) + len(
+        group.fakes[1].requests) == 6  # fmt: skip
 
 
 def test_weights_share_the_load_in_proportion(replicas_factory: Any) -> None:

@@ -46,6 +46,7 @@ from localsuite.core.timeouts import Timeouts
 from localsuite.gateway.engine import Attempt, Engine, Exchange, classify_status
 from localsuite.gateway.outcomes import BadStream, Outcome
 from localsuite.gateway.protocols.base import Assembler, cut_short
+from localsuite.gateway.servers import Server
 from localsuite.gateway.sse import Event, SSEParser
 
 log = logging.getLogger("localsuite.gateway")
@@ -120,14 +121,25 @@ class Relay:
                 async for chunk in response.content.iter_any():
                     for event in parser.feed(chunk):
                         on_event(event)
-                        if terminated():
-                            return response.status, None
                     scope.reschedule(min(loop.time() + idle, ends_at))
+                    if terminated():
+                        await self._finish(response, deployment.server)
+                        break
                 return response.status, None
         except NoAnswer as exc:
             raise _Failed(self._no_answer(attempt, exc), str(exc)) from exc
         except BadStream as exc:
             raise _Failed(exc.outcome, f"{deployment.id}: {exc}") from exc
+
+    @staticmethod
+    async def _finish(response: aiohttp.ClientResponse, server: Server) -> None:
+        """After the protocol's last event: read the body's end (so that the connection
+        can serve the next request), or close it where the server would close it anyway."""
+        if server.closes_after_streams:
+            response.close()
+            return
+        async for _ in response.content.iter_any():
+            pass  # the chunked terminator, maybe nothing at all
 
     def _first_byte(self, attempt: Attempt, events: bool) -> float:
         spec = attempt.deployment.spec

@@ -74,6 +74,9 @@ class Server:
         self.slots: int | None = None  # what the server says it can run at once
         self.failed_models: dict[str, str] = {}  # model → why the server says it failed
         self.lists_models = False  # set when a deployment names a model on this server
+        # Learned: the server closes a connection after a streamed answer although it says
+        # keep-alive (llama.cpp's HTTP server does); such connections are not reused.
+        self.closes_after_streams = False
         self.deployments: list[Any] = []  # its `Deployment`s, told when a probe passes
         self._silent_probes = 0
         self._watched: set[asyncio.Timeout] = set()
@@ -145,6 +148,10 @@ class Server:
         try:
             return await session.post(self.url(path), data=payload, headers=all_headers)
         except aiohttp.ServerDisconnectedError:
+            if not self.closes_after_streams:
+                log.info("server %s closed a pooled connection: streamed answers from it "
+                         "will not be kept alive", self.name)  # fmt: skip
+                self.closes_after_streams = True
             return await session.post(self.url(path), data=payload, headers=all_headers)
 
     # --- probing -----------------------------------------------------------------------
