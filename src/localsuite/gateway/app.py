@@ -150,7 +150,7 @@ def create_gateway_app(
             body,
             engine.new_deadline(),
             request_id_of(request),
-            affinity=_affinity(request, body, protocol),
+            affinity=_affinity(request, body, protocol, settings.gateway_affinity_entries > 0),
             priority=_priority(request),
             pinned=_pinned(gateway, engine.table, protocol, body),
         )
@@ -254,7 +254,11 @@ def _reload_on_signal(reload: Callable[[], dict[str, Any]]) -> None:
         log.info("SIGHUP: routing table reloaded (%s)", result.get("source"))
 
 
-def _affinity(request: Request, body: dict[str, Any], protocol: Protocol) -> str | None:
+def _affinity(
+    request: Request, body: dict[str, Any], protocol: Protocol, enabled: bool
+) -> str | None:
+    if not enabled:
+        return None
     session = request.headers.get("x-session-id")
     if session:
         return f"session:{session}"
