@@ -3,7 +3,10 @@ production code.
 
 Every import in `src/localsuite` counts, at module level and inside functions (a
 function-level import still ties the two modules together: it only hides the cycle
-from the start-up order), except those under `if TYPE_CHECKING:`, which never run.
+from the start-up order), except those that never run when the module is imported:
+under `if TYPE_CHECKING:`, and under `if __name__ == "__main__":` at the end of a file
+that is also a program (`python -m localsuite.deploy.probe`): there the file runs as
+the module `__main__`, and what that block imports is the program's, not the module's.
 A package here is a top-level part of `localsuite` (`core`, `gateway`, `supervisor`,
 ...; a module beside them, such as `serve`, is its own part).
 """
@@ -40,12 +43,25 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
 def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement that can run: anywhere but an `if TYPE_CHECKING:` body."""
+    """Every import statement that runs when the module is imported."""
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             for child in node.orelse:
                 yield from _imports_in(child)
+            continue
+        if isinstance(tree, ast.Module) and isinstance(node, ast.If) and _is_main_guard(node.test):
             continue
         yield from _imports_in(node)
 
@@ -75,7 +91,8 @@ def imported(name: str, path: Path, known: Iterable[str]) -> set[str]:
                 f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
                 for alias in node.names
             ]
-        for target in targets:
+        for named in targets:
+            target = named
             while target and target not in known:  # `import a.b.c` names a.b.c's module
                 target = target.rpartition(".")[0]
             if target and target.startswith(PACKAGE) and target != name:
@@ -224,6 +241,26 @@ def test_a_type_checking_import_does_not(tmp_path: Path) -> None:
     )
     assert graph["localsuite.a.one"] == {"localsuite.a.two"}
     assert cycles(graph) == []
+
+
+def test_a_program_may_import_what_imports_its_module(tmp_path: Path) -> None:
+    graph = _tree(
+        tmp_path,
+        {
+            "a/probe.py": (
+                "def probe():\n    return 1\n"
+                'if __name__ == "__main__":\n    from localsuite.b.main import run\n'
+            ),
+            "b/main.py": "from localsuite.a.probe import probe\n",
+            "b/other.py": (
+                'def f():\n    if __name__ == "__main__":\n        import localsuite.a.x\n'
+            ),
+            "a/x.py": "",
+        },
+    )
+    assert graph["localsuite.a.probe"] == set()
+    assert graph["localsuite.b.other"] == {"localsuite.a.x"}  # inside a function: counted
+    assert cycles(package_graph(graph)) == []
 
 
 def test_packages_that_import_each_other_form_a_cycle(tmp_path: Path) -> None:

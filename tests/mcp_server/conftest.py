@@ -141,7 +141,7 @@ def supervisor(tmp_path: Path, opened: ExitStack) -> str:
     (models / "other.gguf").write_bytes(b"GGUF")
     settings = Settings(_env_file=None, data_dir=tmp_path / "supervisor", models_dir=models)
     specs = build_services(settings, "p2")
-    sup = Supervisor(settings, specs, preset="p2")
+    sup = Supervisor(settings, specs, environ={}, preset="p2")
     return opened.enter_context(serve_in_thread(create_control_app(sup)))
 
 

@@ -19,7 +19,7 @@ CHECK = HealthCheck("http://127.0.0.1:1/health", 1, 1, 1, 1, 1)
 def process(tmp_path: Path, code: str, seen: list[str] | None = None) -> ManagedProcess:
     spec = ServiceSpec("svc", [sys.executable, "-c", code], 1, CHECK)
     record = None if seen is None else (lambda p: seen.append(p.state.value))
-    return ManagedProcess(spec, tmp_path, on_change=record)
+    return ManagedProcess(spec, tmp_path, env={}, on_change=record)
 
 
 async def test_the_lifecycle_and_its_hook(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from localsuite.core.stack import HealthStatus
 from localsuite.supervisor.state import pid_alive
 from localsuite.testing.detached import DetachedStack
 from localsuite.testing.servers import wait_until
@@ -45,7 +46,7 @@ def test_p1_up_status_restart_refused_switch_and_down(stack: DetachedStack) -> N
     assert shown.returncode == 0, shown.stderr
     for word in ("inference-chat", "api-gateway", "healthy", stack.env["INFERENCE_PORT"]):
         assert word in shown.stdout
-    assert stack.control().status()["services"]["api-gateway"]["health"] == "healthy"
+    assert stack.control().status().services["api-gateway"].health is HealthStatus.HEALTHY
 
     # p1 has one backend: a switch would leave the aliases with none, and says so.
     stack.add_model("second.gguf")
