@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from localsuite.core.retry import RetryPolicy, set_testing
+from localsuite.core.retry import RetryPolicy, no_backoff
 from localsuite.core.timeouts import Deadline, Timeouts
 
 
@@ -21,9 +21,8 @@ class Clock:
 
 @pytest.fixture
 def no_waits() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+    with no_backoff():
+        yield
 
 
 @pytest.mark.parametrize(("retry", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (9, 10.0)])
@@ -37,6 +36,12 @@ def test_backoff_ceiling_grows_and_caps(retry: int, ceiling: float) -> None:
 
 def test_testing_switch_turns_waits_off(no_waits: None) -> None:
     assert RetryPolicy(wait_min=5, wait_max=50).delay(3) == 0.0
+
+
+def test_the_switch_is_back_as_it_was_after_the_block() -> None:
+    with no_backoff():
+        assert RetryPolicy(wait_min=5, wait_max=50).delay(3) == 0.0
+    assert RetryPolicy(wait_min=5, wait_max=50).delay(3) >= 5
 
 
 @pytest.mark.parametrize(

@@ -10,19 +10,12 @@ from localsuite.supervisor.services import build_services
 
 
 def test_an_operation_may_take_a_drain_and_two_bounded_starts() -> None:
-    settings = Settings(
-        _env_file=None,
-        supervisor_drain_timeout=60,
-        supervisor_admin_timeout=5,
-        supervisor_stop_timeout=10,
-        inference_start_period=120,
-        supervisor_start_period=60,
-        supervisor_health_retries=3,
-        supervisor_health_interval=5,
-        supervisor_health_timeout=5,
-    )
+    """With the defaults: a 60 s drain, 4 admin calls of 5 s, and twice a stop (10 s, then
+    the kill), the slowest start period (a llama-server's 120 s) and 3 checks of 5 + 5 s."""
     one_round = (10 + KILL_WAIT) + 120 + 3 * (5 + 5)
-    assert operation_bound(settings) == 60 + 4 * 5 + 2 * one_round
+    assert operation_bound(Settings(_env_file=None)) == 60 + 4 * 5 + 2 * one_round
+    slower = Settings(_env_file=None, inference_start_period=300)
+    assert operation_bound(slower) == operation_bound(Settings(_env_file=None)) + 2 * 180
 
 
 def test_a_stop_is_bounded_wave_by_wave() -> None:

@@ -24,9 +24,8 @@ BUNDLED = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DetachedStack]:
-    stack = DetachedStack.create(tmp_path)
-    yield stack
-    stack.down()
+    with DetachedStack.create(tmp_path) as stack:
+        yield stack
 
 
 def chat_once(stack: DetachedStack) -> httpx.Response:
@@ -79,16 +78,8 @@ def test_p3_crash_restart_and_a_killed_supervisor_leaves_no_orphans(stack: Detac
         "ready",
     )
 
-    old = stack.service("inference-chat")["pid"]
-    os.kill(old, signal.SIGKILL)
-    wait_until(
-        lambda: (
-            stack.service("inference-chat")["pid"] not in (None, old)
-            and stack.service("inference-chat")["state"] == "ready"
-        ),
-        60,
-        "inference-chat restarted",
-    )
+    old = stack.kill("inference-chat")
+    stack.wait_restarted("inference-chat", old, 60)
     assert stack.service("inference-chat")["restarts"] == 1
     assert stack.service("inference-chat")["last_error"] == "killed by SIGKILL"
 

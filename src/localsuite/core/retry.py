@@ -19,13 +19,15 @@ on), and never sleep past the request's `Deadline`: when the next wait would not
 the last error is raised. Where the waits are not a loop (the supervisor schedules a
 restart on its clock), `ceiling(n)` is the one backoff formula.
 
-`set_testing(True)` turns every jittered wait to zero for tests, without monkeypatching.
+`set_testing(True)` turns every jittered wait to zero for tests, without monkeypatching;
+`with no_backoff():` does it for a block (a fixture's life).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
@@ -49,6 +51,17 @@ def set_testing(on: bool) -> None:
     """Switch backoff waits off (`True`) or back on, for every policy."""
     global _testing  # noqa: PLW0603 - a process-wide test switch, like stamina's
     _testing = on
+
+
+@contextmanager
+def no_backoff() -> Iterator[None]:
+    """Backoff waits off inside the block, as they were after it."""
+    before = _testing
+    set_testing(True)
+    try:
+        yield
+    finally:
+        set_testing(before)
 
 
 class Attempt:
