@@ -12,11 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from localsuite.core.readiness import free_port
-from localsuite.core.settings import Settings
-from localsuite.inference.command import InferencePlan, inference_plan
-from localsuite.inference.registry import ModelRegistry
-from localsuite.inference.server import LlamaServer
+from localsuite.inference.command import InferencePlan
+from localsuite.inference.server import LlamaServer, bundled_plan
 
 CHECK_CTX_SIZE = 512  # tokens: one short prompt
 LOAD_WITHIN = 120.0  # seconds for the bundled model to load
@@ -31,15 +28,7 @@ def check_generation(workdir: Path) -> InferencePlan:
     """Start llama-server on the bundled model under `workdir`, ask for one token, stop
     it; returns what ran. `ConfigError` when there is no binary or model to run,
     `CannotGenerate` when it runs but cannot answer."""
-    settings = Settings(
-        _env_file=None,
-        llama_threads=1,
-        llama_ctx_size=CHECK_CTX_SIZE,
-        llama_parallel=4,
-        llama_cache_ram_mb=0,
-    )
-    registry = ModelRegistry(workdir / "no-models")  # the bundled model only
-    plan = inference_plan("inference-chat", settings, registry, port=free_port())
+    plan = bundled_plan("inference-chat", workdir, ctx_size=CHECK_CTX_SIZE)
     server = LlamaServer(plan, workdir / "llama-server.log")
     try:
         server.start().wait_ready(within=LOAD_WITHIN)

@@ -1,6 +1,6 @@
 """One `llama-server` run outside the supervisor: started on a plan's command line,
-waited for until it can generate, stopped. The installer's check uses it; the tests'
-`testing.llama.LlamaProcess` is one with test settings and ways to hurt it.
+waited for until it can generate, stopped. The installer's check runs one on the bundled
+model (`bundled_plan`); the tests' `testing.llama.LlamaProcess` is one with ways to hurt it.
 """
 
 from __future__ import annotations
@@ -11,10 +11,28 @@ import signal
 import subprocess
 from pathlib import Path
 
-from localsuite.core.readiness import wait_healthy
-from localsuite.inference.command import InferencePlan
+from localsuite.core.readiness import free_port, wait_healthy
+from localsuite.core.settings import Settings
+from localsuite.inference.command import InferencePlan, inference_plan
+from localsuite.inference.registry import ModelRegistry
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+
+
+def bundled_plan(
+    service: str, workdir: Path, *, port: int | None = None, ctx_size: int = 2048
+) -> InferencePlan:
+    """`service`'s llama-server on the bundled model, whatever the user's settings say:
+    one thread, four slots of a small context, no prompt cache, a free loopback port."""
+    settings = Settings(
+        _env_file=None,
+        llama_threads=1,
+        llama_ctx_size=ctx_size,
+        llama_parallel=4,
+        llama_cache_ram_mb=0,
+    )
+    registry = ModelRegistry(workdir / "no-models")  # the bundled model only
+    return inference_plan(service, settings, registry, port=port or free_port())
 
 
 class LlamaServer:

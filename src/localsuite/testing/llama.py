@@ -6,31 +6,18 @@ import os
 import signal
 from pathlib import Path
 
-from localsuite.core.readiness import free_port
-from localsuite.core.settings import Settings
-from localsuite.inference.command import inference_plan
-from localsuite.inference.registry import ModelRegistry
-from localsuite.inference.server import LlamaServer
+from localsuite.inference.server import LlamaServer, bundled_plan
 
 
 class LlamaProcess(LlamaServer):
-    """One llama-server on a loopback port, on one thread with a small context: start,
-    wait until it can generate, hurt it."""
+    """One llama-server on the bundled model and a loopback port: start, wait until it
+    can generate, hurt it."""
 
     def __init__(
         self, service: str, log_dir: Path, port: int | None = None, ctx_size: int = 2048
     ) -> None:
-        port = port or free_port()
-        settings = Settings(
-            _env_file=None,
-            llama_threads=1,
-            llama_ctx_size=ctx_size,
-            llama_parallel=4,
-            llama_cache_ram_mb=0,
-        )
-        registry = ModelRegistry(log_dir / "no-models")  # the bundled model only
-        plan = inference_plan(service, settings, registry, port=port)
-        super().__init__(plan, log_dir / f"{service}-{port}.log")
+        plan = bundled_plan(service, log_dir, port=port, ctx_size=ctx_size)
+        super().__init__(plan, log_dir / f"{service}-{plan.port}.log")
 
     def start(self) -> LlamaProcess:
         super().start()
