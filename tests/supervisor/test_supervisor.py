@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,19 @@ async def test_a_state_file_that_cannot_be_written_does_not_stop_the_stack(
     sup.publish(final=False)
     await eventually(lambda: read_state(sup.settings) is not None, 10, "the state file")
     assert state(sup, "steady") is READY
+
+
+def test_replicas_of_one_service_are_one_dependency(tmp_path: Path) -> None:
+    """Two processes of one service (`group`): a dependent waits for both; with
+    `any_dependency` one of them is enough. `depends_on` names the service."""
+    replicas = [replace(fake_spec(f"chat-{n}"), group="chat") for n in (1, 2)]
+    specs = [*replicas, fake_spec("gateway", depends_on=("chat",)),
+             fake_spec("any", depends_on=("chat",), any_dependency=True)]  # fmt: skip
+    sup = Supervisor(Settings(_env_file=None, data_dir=tmp_path), specs, environ={})
+    assert [s.name for s in sup.groups["chat"]] == ["chat-1", "chat-2"]
+    assert sup.waiting_for(sup.services["gateway"]) == ["chat"]
+    sup.services["chat-1"].process.state = ProcessState.READY  # only to set up the case
+    assert sup.waiting_for(sup.services["gateway"]) == ["chat"]
+    assert sup.waiting_for(sup.services["any"]) == []
+    sup.services["chat-2"].process.state = ProcessState.READY
+    assert sup.waiting_for(sup.services["gateway"]) == []
