@@ -57,10 +57,6 @@ class ServiceState(BaseModel):
     log: str
     log_tail: str = Field("", description="Its last log lines, when it failed")
 
-    @property
-    def running(self) -> bool:
-        return self.state in (ProcessState.STARTING, ProcessState.READY)
-
 
 class StackState(BaseModel):
     """The whole stack: the supervisor and each of its services, in start order."""
