@@ -3,6 +3,7 @@ real embedding service, the real gateway."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,19 @@ import pytest
 
 from localsuite.core.settings import Settings
 from localsuite.embedding.app import create_embedding_app
+from localsuite.embedding.backends.sentence_transformers import RUNTIME_ENVIRONMENT
 from localsuite.gateway.app import create_gateway_app
 from localsuite.gateway.gateway import Gateway
 from localsuite.testing.gateway_stack import make_settings
 from localsuite.testing.llama import LlamaProcess
 from localsuite.testing.servers import healthy, serve_in_thread, wait_until
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The environment `localsuite serve embedding` starts with, before a test loads
+    torch in this process (the in-process embedding service) or starts a child."""
+    for name, value in RUNTIME_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 @pytest.fixture

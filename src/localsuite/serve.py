@@ -1,8 +1,14 @@
-"""Run one Python service of the suite in this process (uvicorn, uvloop, httptools)."""
+"""Run one Python service of the suite in this process (uvicorn, uvloop, httptools).
+
+This is a process's start-up: the one place that sets what a service's libraries read
+from the environment when they load (`runtime_environment`), before anything imports
+them; a variable the user set already wins.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import uvicorn
@@ -38,7 +44,18 @@ def build_app(service: str, settings: Settings) -> tuple[Any, int]:
     )
 
 
+def runtime_environment(service: str, settings: Settings) -> dict[str, str]:
+    """Variables the service's libraries read once, when they load."""
+    if service == "embedding" and settings.embedding_backend == "sentence-transformers":
+        from localsuite.embedding.backends.sentence_transformers import RUNTIME_ENVIRONMENT
+
+        return RUNTIME_ENVIRONMENT
+    return {}
+
+
 def serve(service: str, settings: Settings, port: int | None = None) -> None:
+    for name, value in runtime_environment(service, settings).items():
+        os.environ.setdefault(name, value)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

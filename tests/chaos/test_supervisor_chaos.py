@@ -3,8 +3,6 @@ bundled model): kills, a service that cannot start, and model switches under loa
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +20,8 @@ BUNDLED = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DetachedStack]:
-    stack = DetachedStack.create(tmp_path)
-    yield stack
-    stack.down()
+    with DetachedStack.create(tmp_path) as stack:
+        yield stack
 
 
 def up(stack: DetachedStack, preset: str = "p3") -> None:
@@ -45,17 +42,9 @@ def test_sigkill_inference_chat_under_load_fails_nothing_and_it_serves_again(
     workers = load.run(streams=2, plains=2)
     try:
         wait_until(lambda: load.count() >= 6, 120, "steady load")
-        killed = stack.service("inference-chat")["pid"]
-        os.kill(killed, signal.SIGKILL)
+        killed = stack.kill("inference-chat")
         killed_at = load.count()
-        wait_until(
-            lambda: (
-                stack.service("inference-chat")["state"] == "ready"
-                and stack.service("inference-chat")["pid"] != killed
-            ),
-            60,
-            "inference-chat restarted by the supervisor",
-        )
+        stack.wait_restarted("inference-chat", killed, 60)
         back_at = load.count()
         wait_until(
             lambda: "inference-chat" in served_by(load, back_at), 120, "inference-chat serving"
@@ -71,16 +60,8 @@ def test_sigkill_the_gateway_and_it_is_restarted(stack: DetachedStack) -> None:
     up(stack, "p1")
     client = stack.sdk(timeout=60)
     client.chat.completions.create(model="chat", messages=PROMPT, max_tokens=4)
-    killed = stack.service("api-gateway")["pid"]
-    os.kill(killed, signal.SIGKILL)
-    wait_until(
-        lambda: (
-            stack.service("api-gateway")["state"] == "ready"
-            and stack.service("api-gateway")["pid"] != killed
-        ),
-        60,
-        "the gateway restarted",
-    )
+    killed = stack.kill("api-gateway")
+    stack.wait_restarted("api-gateway", killed, 60)
     assert not pid_alive(killed)
     answer = client.chat.completions.create(model="chat", messages=PROMPT, max_tokens=4)
     assert answer.choices[0].finish_reason is not None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from localsuite.core.retry import RetryPolicy, set_testing
+from localsuite.core.retry import RetryPolicy, no_backoff
 from localsuite.core.timeouts import Deadline, Timeouts
 
 
@@ -20,9 +21,8 @@ class Clock:
 
 @pytest.fixture
 def no_waits() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+    with no_backoff():
+        yield
 
 
 @pytest.mark.parametrize(("retry", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (9, 10.0)])
@@ -36,6 +36,12 @@ def test_backoff_ceiling_grows_and_caps(retry: int, ceiling: float) -> None:
 
 def test_testing_switch_turns_waits_off(no_waits: None) -> None:
     assert RetryPolicy(wait_min=5, wait_max=50).delay(3) == 0.0
+
+
+def test_the_switch_is_back_as_it_was_after_the_block() -> None:
+    with no_backoff():
+        assert RetryPolicy(wait_min=5, wait_max=50).delay(3) == 0.0
+    assert RetryPolicy(wait_min=5, wait_max=50).delay(3) >= 5
 
 
 @pytest.mark.parametrize(
@@ -121,3 +127,37 @@ def test_timeouts_are_one_validated_value() -> None:
     assert timeouts.override(idle=9, total=None) == Timeouts(1, 2, 9, 4)
     with pytest.raises(ValueError, match="first_byte"):
         Timeouts(connect=1, first_byte=0, idle=1, total=1)
+
+
+async def test_the_loop_retries_work_of_several_steps(no_waits: None) -> None:
+    steps: list[str] = []
+    numbers: list[int] = []
+    policy = RetryPolicy(attempts=3, wait_min=0, wait_max=0)
+    async for attempt in policy.retrying(retry_on=lambda e: isinstance(e, Transient)):
+        with attempt:
+            numbers.append(attempt.number)
+            steps.append("one")
+            if len(steps) < 3:
+                raise Transient
+            steps.append("two")
+    assert numbers == [1, 2, 3] and steps == ["one", "one", "one", "two"]
+
+
+async def test_the_loop_without_a_limit_goes_on_until_it_works(no_waits: None) -> None:
+    tries: list[int] = []
+    async for attempt in RetryPolicy(attempts=None).retrying(retry_on=lambda e: True):
+        with attempt:
+            tries.append(attempt.number)
+            if len(tries) < 12:
+                raise Transient
+    assert tries == list(range(1, 13))
+
+
+async def test_a_cancellation_is_never_retried(no_waits: None) -> None:
+    tries: list[int] = []
+    with pytest.raises(asyncio.CancelledError):
+        async for attempt in RetryPolicy(attempts=5).retrying(retry_on=lambda e: True):
+            with attempt:
+                tries.append(attempt.number)
+                raise asyncio.CancelledError
+    assert tries == [1]

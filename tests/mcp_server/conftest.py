@@ -5,7 +5,7 @@ the supervisor's control API over a supervisor that runs nothing."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from localsuite.core.retry import set_testing
+from localsuite.core.retry import no_backoff
 from localsuite.core.settings import Settings
 from localsuite.gateway.app import create_gateway_app
 from localsuite.mcp_server.server import SuiteServer, create_mcp_server
@@ -74,9 +74,8 @@ class Services:
 
 @pytest.fixture(autouse=True)
 def _no_backoff() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+    with no_backoff():
+        yield
 
 
 @pytest.fixture
@@ -141,16 +140,13 @@ def supervisor(tmp_path: Path, opened: ExitStack) -> str:
     (models / "other.gguf").write_bytes(b"GGUF")
     settings = Settings(_env_file=None, data_dir=tmp_path / "supervisor", models_dir=models)
     specs = build_services(settings, "p2")
-    sup = Supervisor(settings, specs, preset="p2")
+    sup = Supervisor(settings, specs, environ={}, preset="p2")
     return opened.enter_context(serve_in_thread(create_control_app(sup)))
 
 
 @pytest.fixture
 def services(tmp_path: Path, upstreams: Upstreams) -> Services:
     return Services(tmp_path, upstreams)
-
-
-Connect = Callable[..., AbstractAsyncContextManager["Mcp"]]
 
 
 @dataclass
@@ -179,14 +175,29 @@ def text(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
 
 
-@pytest.fixture
-def connect(services: Services) -> Connect:
-    """An in-memory SDK client of a new MCP server over `services`."""
+class Connect:
+    """In-memory SDK clients of new MCP servers over `services`: `async with connect(**
+    settings) as mcp` for several calls, `await connect.ok(tool, ...)` (or `.error`) for
+    one call on a server with the default settings."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     @asynccontextmanager
-    async def open_client(**overrides: Any) -> AsyncIterator[Mcp]:
-        server = create_mcp_server(services.settings(**overrides))
+    async def __call__(self, **overrides: Any) -> AsyncIterator[Mcp]:
+        server = create_mcp_server(self.services.settings(**overrides))
         async with Client(server) as client:
             yield Mcp(client, server)
 
-    return open_client
+    async def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        async with self() as mcp:
+            return await mcp.ok(tool, **arguments)
+
+    async def error(self, tool: str, **arguments: Any) -> str:
+        async with self() as mcp:
+            return await mcp.error(tool, **arguments)
+
+
+@pytest.fixture
+def connect(services: Services) -> Connect:
+    return Connect(services)

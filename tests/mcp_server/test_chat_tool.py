@@ -31,8 +31,7 @@ async def test_auto_picks_the_alias_by_what_the_message_is_about(
     services: Services, gateway: str, connect: Connect, message: str, alias: str, served_by: str
 ) -> None:
     services.gateway = gateway
-    async with connect() as mcp:
-        answer = await mcp.ok("chat", message=message, max_tokens=4)
+    answer = await connect.ok("chat", message=message, max_tokens=4)
     assert answer["model"] == alias
     assert answer["served_model"] == served_by
     assert answer["answer"] == "the quick brown fox"
@@ -56,16 +55,15 @@ async def test_failover_is_invisible(
 ) -> None:
     services.gateway = gateway
     upstreams.chat.fault("status", status=500)
-    async with connect() as mcp:
-        answer = await mcp.ok("chat", message="hello", max_tokens=2)
+    answer = await connect.ok("chat", message="hello", max_tokens=2)
     assert answer["served_model"] == "code-upstream"
 
 
 async def test_the_gateway_down_is_named_with_what_to_do(
     services: Services, connect: Connect
 ) -> None:
-    async with connect() as mcp:  # services.gateway is None: a closed port
-        message = await mcp.error("chat", message="hello")
+    # services.gateway is None: a closed port
+    message = await connect.error("chat", message="hello")
     assert "api-gateway is not reachable" in message
     assert "localsuite up" in message
 
@@ -76,8 +74,7 @@ async def test_every_backend_failing_is_the_gateways_503(
     services.gateway = gateway
     upstreams.chat.fault("status", status=503)
     upstreams.code.fault("status", status=503)
-    async with connect() as mcp:
-        message = await mcp.error("chat", message="hello")
+    message = await connect.error("chat", message="hello")
     assert "api-gateway is unavailable" in message
 
 
@@ -85,8 +82,7 @@ async def test_an_unknown_alias_is_the_gateways_refusal(
     services: Services, gateway: str, connect: Connect
 ) -> None:
     services.gateway = gateway
-    async with connect() as mcp:
-        message = await mcp.error("chat", message="hello", model="gpt-4")
+    message = await connect.error("chat", message="hello", model="gpt-4")
     assert "api-gateway refused the request" in message and "gpt-4" in message
 
 
@@ -113,7 +109,6 @@ async def test_bad_arguments_are_refused_before_any_call(
     arguments: dict[str, object], says: str,
 ) -> None:  # fmt: skip
     services.gateway = gateway
-    async with connect() as mcp:
-        message = await mcp.error("chat", **arguments)
+    message = await connect.error("chat", **arguments)
     assert says in message
     assert upstreams.chat.requests == upstreams.code.requests == []

@@ -86,8 +86,7 @@ async def test_searching_a_collection_that_does_not_exist_is_rags_refusal(
     services: Services, rag: Rag, connect: Connect
 ) -> None:
     services.rag = rag
-    async with connect() as mcp:
-        message = await mcp.error("rag_search", query="anything", collection="nothing-here")
+    message = await connect.error("rag_search", query="anything", collection="nothing-here")
     assert "rag refused the request" in message and "nothing-here" in message
 
 
@@ -95,8 +94,7 @@ async def test_a_missing_file_inside_the_folder_is_rags_refusal(
     services: Services, rag: Rag, connect: Connect
 ) -> None:
     services.rag = rag
-    async with connect() as mcp:
-        message = await mcp.error("index_documents", path="not-there.md")
+    message = await connect.error("index_documents", path="not-there.md")
     assert "rag refused the request" in message and "no such file" in message
 
 
@@ -105,8 +103,7 @@ async def test_rag_down_is_named_with_what_to_do(
     services: Services, connect: Connect, tool: str
 ) -> None:
     arguments = {"query": "anything"} if tool == "rag_search" else {"path": "."}
-    async with connect() as mcp:  # services.rag is None: a closed port
-        message = await mcp.error(tool, **arguments)
+    message = await connect.error(tool, **arguments)  # services.rag is None: a closed port
     assert "rag is not reachable" in message and "localsuite up" in message
 
 
@@ -131,8 +128,7 @@ async def test_paths_outside_the_documents_folder_are_refused_before_rag_is_aske
     (outside / "secret.txt").write_text("not for indexing")
     (rag.documents / "escape").symlink_to(outside)
     (rag.documents / "outside-link").symlink_to(outside / "secret.txt")
-    async with connect() as mcp:
-        message = await mcp.error("index_documents", path=path)
+    message = await connect.error("index_documents", path=path)
     assert says in message
     assert rag.service.jobs.recent() == []
 
@@ -150,8 +146,8 @@ async def test_paths_outside_the_documents_folder_are_refused_before_rag_is_aske
 async def test_bad_search_arguments_are_refused(
     services: Services, connect: Connect, arguments: dict[str, object], says: str
 ) -> None:
-    async with connect() as mcp:  # rag is a closed port: a call would say so
-        message = await mcp.error("rag_search", **arguments)
+    # rag is a closed port: a call would say so
+    message = await connect.error("rag_search", **arguments)
     assert says in message and "not reachable" not in message
 
 

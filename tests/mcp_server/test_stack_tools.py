@@ -15,8 +15,7 @@ async def test_list_models_from_the_supervisor_and_the_gateway(
     services: Services, supervisor: str, gateway: str, connect: Connect
 ) -> None:
     services.supervisor, services.gateway = supervisor, gateway
-    async with connect() as mcp:
-        listed = await mcp.ok("list_models")
+    listed = await connect.ok("list_models")
     assert [m["name"] for m in listed["models"]] == [BUNDLED, "other.gguf"]
     assert listed["models"][0]["source"] == "bundled"
     assert set(listed["services"]) == {"inference-chat", "inference-code"}
@@ -33,8 +32,7 @@ async def test_list_models_without_a_supervisor_asks_the_inference_servers(
     services: Services, gateway: str, connect: Connect
 ) -> None:
     services.gateway = gateway
-    async with connect() as mcp:
-        listed = await mcp.ok("list_models")
+    listed = await connect.ok("list_models")
     assert listed["models"] == []
     assert listed["services"]["inference-chat"]["model"] == "chat-upstream"
     assert listed["services"]["inference-code"] == {
@@ -45,8 +43,7 @@ async def test_list_models_without_a_supervisor_asks_the_inference_servers(
 
 
 async def test_list_models_with_neither_names_both(services: Services, connect: Connect) -> None:
-    async with connect() as mcp:
-        message = await mcp.error("list_models")
+    message = await connect.error("list_models")
     assert "supervisor is not reachable" in message
     assert "api-gateway is not reachable" in message
 
@@ -55,8 +52,7 @@ async def test_stack_status_from_the_supervisor(
     services: Services, supervisor: str, connect: Connect
 ) -> None:
     services.supervisor = supervisor
-    async with connect() as mcp:
-        status = await mcp.ok("stack_status")
+    status = await connect.ok("stack_status")
     assert (status["source"], status["preset"], status["ok"]) == ("supervisor", "p2", False)
     assert set(status["services"]) >= {"inference-chat", "inference-code", "api-gateway"}
     chat = status["services"]["inference-chat"]
@@ -67,8 +63,7 @@ async def test_stack_status_without_a_supervisor_probes_each_service(
     services: Services, gateway: str, embedding_url: str, connect: Connect
 ) -> None:
     services.gateway, services.embedding = gateway, embedding_url
-    async with connect() as mcp:
-        status = await mcp.ok("stack_status")
+    status = await connect.ok("stack_status")
     assert status["source"] == "probes" and status["ok"] is False  # rag is down
     states = {name: (s["state"], s["health"]) for name, s in status["services"].items()}
     assert states == {
@@ -88,8 +83,7 @@ async def test_a_service_that_answers_but_is_not_ready_is_unhealthy(
 ) -> None:
     services.gateway = gateway
     services.upstreams.chat.health_status = 503  # llama-server while it loads its model
-    async with connect() as mcp:
-        status = await mcp.ok("stack_status")
+    status = await connect.ok("stack_status")
     chat = status["services"]["inference-chat"]
     assert (chat["state"], chat["health"]) == ("up", "unhealthy")
     assert "inference-chat is unavailable" in chat["detail"]
@@ -99,8 +93,7 @@ async def test_switch_model_passes_the_supervisors_refusal_on(
     services: Services, supervisor: str, connect: Connect
 ) -> None:
     services.supervisor = supervisor
-    async with connect() as mcp:
-        message = await mcp.error("switch_model", service="inference-chat", model="qwen.gguf")
+    message = await connect.error("switch_model", service="inference-chat", model="qwen.gguf")
     assert "supervisor refused the request" in message
     assert f"valid models: {BUNDLED}, other.gguf" in message
 
@@ -108,8 +101,7 @@ async def test_switch_model_passes_the_supervisors_refusal_on(
 async def test_switch_model_without_a_supervisor_says_what_to_do(
     services: Services, connect: Connect
 ) -> None:
-    async with connect() as mcp:
-        message = await mcp.error("switch_model", service="inference-code", model="other")
+    message = await connect.error("switch_model", service="inference-code", model="other")
     assert "supervisor is not reachable" in message
     assert "localsuite up" in message and "CODE_MODEL" in message
 
@@ -129,6 +121,6 @@ async def test_switch_model_without_a_supervisor_says_what_to_do(
 async def test_switch_model_refuses_what_is_not_a_registry_name_or_an_inference_service(
     services: Services, connect: Connect, service: str, model: str, says: str
 ) -> None:
-    async with connect() as mcp:  # the supervisor is a closed port: a call would say so
-        message = await mcp.error("switch_model", service=service, model=model)
+    # the supervisor is a closed port: a call would say so
+    message = await connect.error("switch_model", service=service, model=model)
     assert says in message and "not reachable" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -87,7 +88,7 @@ async def supervise(tmp_path: Path) -> AsyncIterator[Start]:
     async def start(specs: list[ServiceSpec], **kw: Any) -> Supervisor:
         settings = Settings(_env_file=None, data_dir=tmp_path, supervisor_stop_timeout=2.0)
         kw.setdefault("policy", FAST_POLICY)
-        sup = Supervisor(settings, specs, **kw)
+        sup = Supervisor(settings, specs, environ=os.environ, **kw)
         running.append((sup, asyncio.create_task(sup.run(handle_signals=False))))
         return sup
 

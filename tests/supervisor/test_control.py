@@ -24,7 +24,7 @@ def supervisor(tmp_path: Path) -> Supervisor:
     (tmp_path / "models" / "other.gguf").write_bytes(b"GGUF")
     settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=tmp_path / "models")
     specs = build_services(settings, "p2")
-    return Supervisor(settings, specs, preset="p2")  # never run: no process
+    return Supervisor(settings, specs, environ={}, preset="p2")  # never run: no process
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ async def test_status_models_and_metrics(client: httpx.AsyncClient) -> None:
 
 async def test_the_api_key_guards_the_control_api(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, localsuite_api_key="k")
-    sup = Supervisor(settings, build_services(settings, "p1"))
+    sup = Supervisor(settings, build_services(settings, "p1"), environ={})
     transport = httpx.ASGITransport(app=create_control_app(sup))
     async with httpx.AsyncClient(transport=transport, base_url="http://control") as client:
         assert (await client.get("/status")).status_code == 401

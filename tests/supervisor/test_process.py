@@ -19,7 +19,7 @@ CHECK = HealthCheck("http://127.0.0.1:1/health", 1, 1, 1, 1, 1)
 def process(tmp_path: Path, code: str, seen: list[str] | None = None) -> ManagedProcess:
     spec = ServiceSpec("svc", [sys.executable, "-c", code], 1, CHECK)
     record = None if seen is None else (lambda p: seen.append(p.state.value))
-    return ManagedProcess(spec, tmp_path, on_change=record)
+    return ManagedProcess(spec, tmp_path, env={}, on_change=record)
 
 
 async def test_the_lifecycle_and_its_hook(tmp_path: Path) -> None:
@@ -108,3 +108,14 @@ def test_a_run_starts_a_new_log_section(tmp_path: Path) -> None:
     wait_until(lambda: proc.exit_code() is not None, 10, "exit")
     assert "second" in proc.log_tail() and "first run" not in proc.log_tail()
     assert "first run" in proc.log_tail(current_run=False)
+
+
+def test_a_child_gets_the_environment_it_is_given_and_its_specs_own(tmp_path: Path) -> None:
+    code = "import os; print('env', sorted(os.environ), flush=True)"
+    spec = ServiceSpec("svc", [sys.executable, "-c", code], 1, CHECK, env={"FROM_SPEC": "1"})
+    proc = ManagedProcess(spec, tmp_path, env={"FROM_SUPERVISOR": "1"})
+    proc.start()
+    wait_until(lambda: proc.exit_code() is not None, 10, "exit")
+    said = proc.log_tail()
+    assert "'FROM_SPEC'" in said and "'FROM_SUPERVISOR'" in said
+    assert "'PATH'" not in said  # not this process's own environment

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from localsuite.core.errors import ConfigError
@@ -11,6 +13,7 @@ from localsuite.supervisor.services import (
     build_services,
     start_order,
     stop_waves,
+    waves,
 )
 
 
@@ -114,3 +117,14 @@ def test_health_timings_and_start_periods_come_from_settings() -> None:
             4,
             0.5,
         )
+
+
+def test_replicas_stop_in_the_wave_of_their_service() -> None:
+    specs = build_services(Settings(_env_file=None), "p1")
+    chat, gateway = specs
+    second = replace(chat, name="inference-chat-2", group="inference-chat")
+    assert chat.group == "inference-chat" and second.is_inference
+    assert stop_waves([chat, second, gateway]) == [
+        ["api-gateway"], ["inference-chat", "inference-chat-2"],
+    ]  # fmt: skip
+    assert waves({"b": ["a"], "a": [], "c": ["b"]}) == [["c"], ["b"], ["a"]]

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from localsuite.core.stack import HealthStatus
 from localsuite.supervisor.state import pid_alive
 from localsuite.testing.detached import DetachedStack
 from localsuite.testing.servers import wait_until
@@ -23,9 +24,8 @@ BUNDLED = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DetachedStack]:
-    stack = DetachedStack.create(tmp_path)
-    yield stack
-    stack.down()
+    with DetachedStack.create(tmp_path) as stack:
+        yield stack
 
 
 def chat_once(stack: DetachedStack) -> httpx.Response:
@@ -45,7 +45,7 @@ def test_p1_up_status_restart_refused_switch_and_down(stack: DetachedStack) -> N
     assert shown.returncode == 0, shown.stderr
     for word in ("inference-chat", "api-gateway", "healthy", stack.env["INFERENCE_PORT"]):
         assert word in shown.stdout
-    assert stack.control().status()["services"]["api-gateway"]["health"] == "healthy"
+    assert stack.control().status().services["api-gateway"].health is HealthStatus.HEALTHY
 
     # p1 has one backend: a switch would leave the aliases with none, and says so.
     stack.add_model("second.gguf")
@@ -78,16 +78,8 @@ def test_p3_crash_restart_and_a_killed_supervisor_leaves_no_orphans(stack: Detac
         "ready",
     )
 
-    old = stack.service("inference-chat")["pid"]
-    os.kill(old, signal.SIGKILL)
-    wait_until(
-        lambda: (
-            stack.service("inference-chat")["pid"] not in (None, old)
-            and stack.service("inference-chat")["state"] == "ready"
-        ),
-        60,
-        "inference-chat restarted",
-    )
+    old = stack.kill("inference-chat")
+    stack.wait_restarted("inference-chat", old, 60)
     assert stack.service("inference-chat")["restarts"] == 1
     assert stack.service("inference-chat")["last_error"] == "killed by SIGKILL"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from localsuite.core.settings import Settings
 from localsuite.supervisor.process import ProcessState
 from localsuite.supervisor.restart import RestartPolicy
-from localsuite.supervisor.state import pid_alive, read_state, snapshot
+from localsuite.supervisor.state import pid_alive, read_state
 from localsuite.supervisor.supervisor import Supervisor
 
 from .conftest import Start, Transitions, eventually, fake_spec, state
@@ -24,7 +25,7 @@ async def test_a_service_starts_only_once_its_dependency_is_healthy(supervise: S
     sup = await supervise([db, app], on_change=seen)
     await eventually(lambda: sup.all_ready, 20, "both ready")
     assert seen.index("db", "ready") < seen.index("app", "starting")
-    assert snapshot(sup)["services"]["app"]["waiting_for"] == []
+    assert sup.snapshot().services["app"].waiting_for == []
 
 
 async def test_any_dependency_is_enough_for_the_gateway_kind(supervise: Start) -> None:
@@ -46,12 +47,12 @@ async def test_a_crash_is_restarted_and_repeated_crashes_fail_with_the_log(
     await eventually(lambda: state(sup, "steady") is READY, 20, "steady ready")
     steady_pid = sup.services["steady"].process.pid
 
-    described = snapshot(sup)["services"]["flaky"]
-    assert described["last_error"] == "exited with status 7; gave up after 3 crashes in a row"
-    assert "boom at start" in described["log_tail"]
-    assert described["restarts"] == 2 and described["pid"] is None
+    described = sup.snapshot().services["flaky"]
+    assert described.last_error == "exited with status 7; gave up after 3 crashes in a row"
+    assert "boom at start" in described.log_tail
+    assert described.restarts == 2 and described.pid is None
     on_disk = read_state(sup.settings)
-    assert on_disk is not None and on_disk["services"]["flaky"]["state"] == "failed"
+    assert on_disk is not None and on_disk.services["flaky"].state is ProcessState.FAILED
     # The others keep running, untouched.
     assert state(sup, "steady") is READY and sup.services["steady"].process.pid == steady_pid
 
@@ -109,14 +110,14 @@ async def test_stop_is_bounded_and_leaves_no_process(supervise: Start) -> None:
 def test_crash_accounting_follows_the_policy(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path)
     policy = RestartPolicy(initial=1.0, maximum=4.0, max_crashes=4)
-    sup = Supervisor(settings, [fake_spec("svc")], policy=policy)
+    sup = Supervisor(settings, [fake_spec("svc")], environ={}, policy=policy)
     svc = sup.services["svc"]
     waits = []
     for now in (10.0, 20.0, 30.0):
-        sup.crashed(svc, "exited with status 1", now)
+        svc.crashed("exited with status 1", now)
         waits.append(svc.restart_at - now)
     assert waits == [1.0, 2.0, 4.0] and svc.state is ProcessState.STOPPED
-    sup.crashed(svc, "exited with status 1", 40.0)
+    svc.crashed("exited with status 1", 40.0)
     assert svc.state is ProcessState.FAILED
     assert svc.process.last_error == "exited with status 1; gave up after 4 crashes in a row"
 
@@ -136,7 +137,7 @@ def test_dependencies_gate_the_start(
 ) -> None:
     specs = [fake_spec("a"), fake_spec("b"), fake_spec("c", depends_on=("a", "b"),
                                                       any_dependency=any_dependency)]  # fmt: skip
-    sup = Supervisor(Settings(_env_file=None, data_dir=tmp_path), specs)
+    sup = Supervisor(Settings(_env_file=None, data_dir=tmp_path), specs, environ={})
     for name in ready:
         sup.services[name].process.state = ProcessState.READY  # only to set up the case
     assert sup.waiting_for(sup.services["c"]) == waiting
@@ -156,3 +157,19 @@ async def test_a_state_file_that_cannot_be_written_does_not_stop_the_stack(
     sup.publish(final=False)
     await eventually(lambda: read_state(sup.settings) is not None, 10, "the state file")
     assert state(sup, "steady") is READY
+
+
+def test_replicas_of_one_service_are_one_dependency(tmp_path: Path) -> None:
+    """Two processes of one service (`group`): a dependent waits for both; with
+    `any_dependency` one of them is enough. `depends_on` names the service."""
+    replicas = [replace(fake_spec(f"chat-{n}"), group="chat") for n in (1, 2)]
+    specs = [*replicas, fake_spec("gateway", depends_on=("chat",)),
+             fake_spec("any", depends_on=("chat",), any_dependency=True)]  # fmt: skip
+    sup = Supervisor(Settings(_env_file=None, data_dir=tmp_path), specs, environ={})
+    assert [s.name for s in sup.groups["chat"]] == ["chat-1", "chat-2"]
+    assert sup.waiting_for(sup.services["gateway"]) == ["chat"]
+    sup.services["chat-1"].process.state = ProcessState.READY  # only to set up the case
+    assert sup.waiting_for(sup.services["gateway"]) == ["chat"]
+    assert sup.waiting_for(sup.services["any"]) == []
+    sup.services["chat-2"].process.state = ProcessState.READY
+    assert sup.waiting_for(sup.services["gateway"]) == []

@@ -1,10 +1,24 @@
 """The `localsuite` command: the only part of the suite that prints.
 
-Commands register on `app` when their module is imported; the order here is the order
-`localsuite --help` lists them.
+`app` (the typer app, every command registered in the order `localsuite --help` lists
+them) is built on first use, so that the small programs beside it (`programs.py`: the
+containers' health probe, run every few seconds) start without loading every command.
 """
 
-from localsuite.cli import stack, talk, documents, serve  # noqa: I001 - the help's order
-from localsuite.cli.app import app
+from __future__ import annotations
 
-__all__ = ["app", "documents", "serve", "stack", "talk"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import typer
+
+    app: typer.Typer
+
+
+def __getattr__(name: str) -> object:
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from localsuite.cli import stack, talk, documents, serve  # noqa: F401, I001 - help order
+    from localsuite.cli.common import app
+
+    return app

@@ -16,7 +16,7 @@ import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from localsuite.cli.app import app, auth_headers, console, err, fail, load_settings
+from localsuite.cli.common import app, auth_headers, console, err, fail, load_settings
 from localsuite.core.settings import Settings
 
 FINAL = ("done", "failed", "cancelled")

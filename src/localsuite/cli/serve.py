@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from localsuite.cli.app import app, fail, load_settings
+from localsuite.cli.common import app, fail, load_settings
 from localsuite.core.errors import ConfigError
 
 

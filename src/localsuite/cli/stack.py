@@ -3,7 +3,9 @@ switch-model, models, compose.
 
 `up` runs the supervisor (in this process with a live table, or detached in the
 background); every other command talks to a running supervisor through its control
-API, found through `DATA_DIR/run/state.json`, so it works from any terminal.
+API, found through `DATA_DIR/run/state.json`, so it works from any terminal. Starting,
+calling and stopping a stack is the supervisor's client's (`supervisor/client.py`);
+what is shown is drawn by `render`; these commands only tie the two together.
 """
 
 from __future__ import annotations
@@ -11,22 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
-from typing import Any
 
 import typer
 from rich.live import Live
-from rich.table import Column, Table
 
-from localsuite.cli.app import app, console, control_client, err, fail, load_settings
+from localsuite.cli import render
+from localsuite.cli.common import app, console, control_client, err, fail, load_settings
 from localsuite.core.errors import ConfigError, LocalSuiteError
 from localsuite.core.settings import Settings
 
-STATE_COLOURS = {"ready": "green", "failed": "red", "stopped": "dim"}
-HEALTH_COLOURS = {"healthy": "green", "unhealthy": "red"}
+FOLLOW_POLL = 0.2  # seconds between looks at a followed log
 
 
 @app.command()
@@ -38,15 +35,14 @@ def up(
 ) -> None:
     """Start the stack: services in health order, crashed ones restarted."""
     from localsuite.supervisor.client import running_state
-    from localsuite.supervisor.control import bind_control_socket
+    from localsuite.supervisor.control import bind_control_socket, serve_supervisor
     from localsuite.supervisor.services import build_services
-    from localsuite.supervisor.state import snapshot
     from localsuite.supervisor.supervisor import Supervisor
 
     settings = load_settings()
     running = running_state(settings)
     if running and not supervise:
-        raise fail(f"a stack is already running (supervisor pid {running['supervisor_pid']}); "
+        raise fail(f"a stack is already running (supervisor pid {running.supervisor_pid}); "
                     "`localsuite down` stops it")  # fmt: skip
     try:
         specs = build_services(settings, preset)
@@ -60,14 +56,18 @@ def up(
     except ConfigError as exc:
         raise fail(str(exc), 2) from exc
     _log_to_file(settings, also_stderr=supervise)
-    supervisor = Supervisor(settings, specs, preset=preset)
+    # The services get the environment this command was given, read once, here.
+    supervisor = Supervisor(settings, specs, environ=dict(os.environ), preset=preset)
     if supervise:
-        asyncio.run(supervisor.run(sock))
+        asyncio.run(serve_supervisor(supervisor, sock))
         return
-    with Live(_table(snapshot(supervisor)), console=console, auto_refresh=False) as live:
+    table = render.stack_table(supervisor.snapshot(), time.time())
+    with Live(table, console=console, auto_refresh=False) as live:
         # No refresh thread: the supervisor forks its services and wants no other thread.
-        supervisor.on_change = lambda sup: live.update(_table(snapshot(sup)), refresh=True)
-        asyncio.run(supervisor.run(sock))
+        supervisor.on_change = lambda sup: live.update(
+            render.stack_table(sup.snapshot(), time.time()), refresh=True
+        )
+        asyncio.run(serve_supervisor(supervisor, sock))
     if not console.is_terminal:  # a redirected Live leaves its last frame unterminated
         console.line()
     console.print("stopped")
@@ -90,52 +90,17 @@ def _log_to_file(settings: Settings, also_stderr: bool) -> None:
 
 
 def _detach(settings: Settings, preset: str, wait: float) -> None:
-    from localsuite.supervisor.state import log_dir, read_state, state_path
+    from localsuite.supervisor.client import NotReady, launch
 
-    logs = log_dir(settings)
-    logs.mkdir(parents=True, exist_ok=True)
-    state_path(settings).unlink(missing_ok=True)
-    with (logs / "supervisor.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "localsuite", "up", "--preset", preset, "--supervise"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + wait
+    detached = launch(settings, preset, os.environ)
     with console.status("starting services…") as spinner:
-        while True:
-            time.sleep(0.2)
-            if proc.poll() is not None:
-                raise fail(f"the supervisor exited (status {proc.returncode}):\n"
-                            f"{_tail(logs / 'supervisor.log')}")  # fmt: skip
-            state = read_state(settings)
-            if not state or state.get("supervisor_pid") != proc.pid:
-                continue
-            services: dict[str, Any] = state.get("services", {})
-            for name, info in services.items():
-                if info["state"] == "failed":
-                    raise fail(
-                        f"{name} failed: {info.get('last_error')}\n{info.get('log_tail') or ''}\n"
-                        f"(full log: {info.get('log')}); the other services keep running: "
-                        "`localsuite status` shows them, `localsuite down` stops them"
-                    )
-            ready = [n for n, s in services.items() if s["state"] == "ready"]
-            if services and len(ready) == len(services):
-                break
-            if time.monotonic() > deadline:
-                raise fail(f"not every service is healthy after {wait:g}s; "
-                            "`localsuite status` shows where it stands")  # fmt: skip
-            pending = ", ".join(n for n in services if n not in ready)
-            spinner.update(f"starting services… {len(ready)}/{len(services)} ready ({pending})")
-    console.print(_table(state))
-    console.print(f"stack is up (supervisor pid {proc.pid}); `localsuite down` stops it")
-
-
-def _tail(path: Any, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        try:
+            for state in detached.states(within=wait):
+                spinner.update(render.starting(state))
+        except NotReady as exc:
+            raise fail(exc.message) from exc
+    console.print(render.stack_table(state, time.time()))
+    console.print(f"stack is up (supervisor pid {detached.pid}); `localsuite down` stops it")
 
 
 @app.command()
@@ -143,34 +108,19 @@ def down(
     timeout: float | None = typer.Option(None, help="Seconds before stragglers are killed"),
 ) -> None:
     """Stop a detached stack and wait until none of its processes is left."""
+    from localsuite.supervisor.client import stop, stop_bound
     from localsuite.supervisor.state import pid_alive, read_state
 
     settings = load_settings()
     state = read_state(settings)
-    if not state:
+    if state is None or not any(pid_alive(pid) for pid in state.pids()):
         console.print("nothing is running")
         return
-    supervisor = state.get("supervisor_pid")
-    services = [s.get("pid") for s in state.get("services", {}).values()]
-    pids = [p for p in [supervisor, *services] if isinstance(p, int) and pid_alive(p)]
-    if not pids:
-        console.print("nothing is running")
-        return
-    if isinstance(supervisor, int) and pid_alive(supervisor):
-        os.kill(supervisor, signal.SIGTERM)  # it stops its services, dependents first
-    # Each stop wave is bounded by SUPERVISOR_STOP_TIMEOUT; there are at most four waves.
-    limit = timeout if timeout is not None else 4 * settings.supervisor_stop_timeout + 10
-    deadline = time.monotonic() + limit
+    limit = timeout if timeout is not None else stop_bound(settings, state)
     with console.status("stopping…"):
-        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    for pid in pids:
-        if pid_alive(pid):
-            err.print(f"[yellow]killing pid {pid}: still running after {limit:g}s[/yellow]")
-            try:
-                os.killpg(pid, signal.SIGKILL)  # services lead their own process group
-            except (ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        _, killed = stop(settings, state, limit)
+    for pid in killed:
+        err.print(f"[yellow]killed pid {pid}: still running after {limit:g}s[/yellow]")
     console.print("stopped")
 
 
@@ -184,53 +134,9 @@ def status() -> None:
         state = client.status()
     except ControlError as exc:
         raise fail(exc.message) from exc
-    console.print(_table(state))
-    for name, info in state.get("services", {}).items():
-        if info["state"] == "failed":
-            err.print(f"[red]{name}:[/red] {info.get('last_error')}\n{info.get('log_tail')}")
-
-
-def _table(state: dict[str, Any]) -> Table:
-    table = Table("state", "pid", "port", "health", "restarts", "uptime", "model", "note")
-    table.columns.insert(0, Column("service", no_wrap=True))
-    now = time.time()
-    for name, s in state.get("services", {}).items():
-        colour = STATE_COLOURS.get(s["state"], "yellow")
-        health = s.get("health") or ""
-        health_colour = HEALTH_COLOURS.get(health, "yellow")
-        started = s.get("started_at")
-        uptime = _duration(now - started) if started and s["state"] == "ready" else ""
-        table.add_row(
-            name,
-            f"[{colour}]{s['state']}[/{colour}]",
-            str(s.get("pid") or ""),
-            str(s["port"]),
-            f"[{health_colour}]{health}[/{health_colour}]" if health else "",
-            str(s.get("restarts", 0)),
-            uptime,
-            (s.get("model") or "").removesuffix(".gguf"),
-            _note(s),
-        )
-    return table
-
-
-def _note(service: dict[str, Any]) -> str:
-    if service.get("operation"):
-        return str(service["operation"])
-    if service.get("waiting_for"):
-        return f"waiting for {', '.join(service['waiting_for'])}"
-    if service["state"] != "ready" and service.get("last_error"):
-        return str(service["last_error"]).splitlines()[0][:80]
-    return ""
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    console.print(render.stack_table(state, time.time()))
+    for paragraph in render.failures(state):
+        err.print(paragraph)
 
 
 @app.command()
@@ -253,7 +159,7 @@ def logs(
             if line:
                 console.out(line.rstrip("\n"), highlight=False)
             else:
-                time.sleep(0.2)
+                time.sleep(FOLLOW_POLL)
 
 
 @app.command()
@@ -261,16 +167,13 @@ def restart(service: str = typer.Argument(..., help="A service of the running st
     """Restart one service (a llama-server is drained at the gateway first when it can be)."""
     from localsuite.supervisor.client import ControlError
 
-    settings = load_settings()
-    client = control_client(settings)
+    client = control_client(load_settings())
     with console.status(f"restarting {service}…"):
         try:
-            done = client.restart(service, wait=_operation_wait(settings))
+            done = client.restart(service)
         except ControlError as exc:
             raise fail(exc.message) from exc
-    drained = "; drained at the gateway first" if done.get("drained") else ""
-    console.print(f"{service} restarted: pid {done['pid']}, ready in {done['seconds']:.1f}s"
-                  f"{drained}")  # fmt: skip
+    console.print(render.restarted(service, done))
 
 
 @app.command("switch-model")
@@ -281,28 +184,13 @@ def switch_model(
     """Switch a llama-server's model without failing requests (drain, restart, undrain)."""
     from localsuite.supervisor.client import ControlError
 
-    settings = load_settings()
-    client = control_client(settings)
+    client = control_client(load_settings())
     with console.status(f"switching {service} to {model}: draining, loading, checking…"):
         try:
-            done = client.switch_model(service, model, wait=_operation_wait(settings))
+            done = client.switch_model(service, model)
         except ControlError as exc:
             raise fail(exc.message) from exc
-    if not done.get("changed"):
-        console.print(f"{service} already serves {done['model']}")
-        return
-    meanwhile = "; requests went to the other backend meanwhile" if done.get("drained") else ""
-    console.print(
-        f"{service} now serves {done['model']} (was {done['previous_model']}; "
-        f"{done['seconds']:.1f}s{meanwhile})"
-    )
-
-
-def _operation_wait(settings: Settings) -> float:
-    """How long a restart or switch may take: drain, stop, a slow load, and a rollback."""
-    load = max(settings.inference_start_period, settings.supervisor_start_period)
-    checks = settings.supervisor_health_retries * settings.supervisor_health_interval
-    return settings.supervisor_drain_timeout + 2 * (load + checks) + 4 * 30
+    console.print(render.switched(service, done))
 
 
 @app.command()
@@ -321,15 +209,7 @@ def models() -> None:
         else:
             for name, info in services.items():
                 serving.setdefault(info["model"], []).append(name)
-    table = Table("name", "source", "size", "served by")
-    for entry in ModelRegistry(settings.models_dir).models():
-        table.add_row(
-            entry.name,
-            entry.source,
-            f"{entry.size_bytes / 2**20:.0f} MiB",
-            ", ".join(serving.get(entry.name, [])),
-        )
-    console.print(table)
+    console.print(render.models_table(ModelRegistry(settings.models_dir).models(), serving))
 
 
 @app.command()

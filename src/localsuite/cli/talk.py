@@ -6,7 +6,7 @@ import httpx
 import orjson
 import typer
 
-from localsuite.cli.app import app, auth_headers, console, err, load_settings
+from localsuite.cli.common import app, auth_headers, console, err, load_settings
 
 
 @app.command()

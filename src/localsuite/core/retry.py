@@ -1,21 +1,44 @@
 """Retry policy as a value. The only module that imports the retry library (tenacity).
 
-A `RetryPolicy` says how many tries and how long to wait between them (exponential
-backoff with full jitter, capped). `call()` runs a coroutine under it, retrying only
-the errors the caller's predicate calls transient, and never sleeping past the
-request's `Deadline`: when the next wait would not fit, the last error is raised.
+A `RetryPolicy` says how many tries and how long to wait between them: exponential
+backoff (`ceiling`), with full jitter below the ceiling (`delay`). It gives every retry
+in the suite its loop, so none computes waits by hand:
 
-`set_testing(True)` turns every wait to zero for tests, without monkeypatching.
+- `call(fn, retry_on=...)` awaits one coroutine function until it succeeds;
+- `retrying(retry_on=...)` is the same loop for work that is more than one call
+  (stamina's `retry_context`):
+
+      async for attempt in policy.retrying(retry_on=is_transient, deadline=deadline):
+          with attempt:
+              await step_one()
+              await step_two()
+
+Both retry only the errors `retry_on` calls transient (a cancellation never is), stop
+after `attempts` tries (`None`: until it works, for a background task nobody waits
+on), and never sleep past the request's `Deadline`: when the next wait would not fit,
+the last error is raised. Where the waits are not a loop (the supervisor schedules a
+restart on its clock), `ceiling(n)` is the one backoff formula.
+
+`set_testing(True)` turns every jittered wait to zero for tests, without monkeypatching;
+`with no_backoff():` does it for a block (a fixture's life).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    AttemptManager,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
 
 from localsuite.core.timeouts import Deadline
 
@@ -30,19 +53,65 @@ def set_testing(on: bool) -> None:
     _testing = on
 
 
-def is_testing() -> bool:
-    return _testing
+@contextmanager
+def no_backoff() -> Iterator[None]:
+    """Backoff waits off inside the block, as they were after it."""
+    before = _testing
+    set_testing(True)
+    try:
+        yield
+    finally:
+        set_testing(before)
+
+
+class Attempt:
+    """One try of a `retrying()` loop: `with attempt:` records how the try ended."""
+
+    def __init__(self, manager: AttemptManager) -> None:
+        self._manager = manager
+
+    @property
+    def number(self) -> int:
+        """1 for the first try."""
+        return self._manager.retry_state.attempt_number
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if exc is not None and not isinstance(exc, Exception):
+            return None  # a cancellation or an interrupt ends the loop, never a retry
+        return self._manager.__exit__(exc_type, exc, tb)
+
+
+class Attempts:
+    """The tries of one `retrying()` loop; the waits between them happen in `__anext__`."""
+
+    def __init__(self, retrying: AsyncRetrying) -> None:
+        self._retrying = retrying
+
+    def __aiter__(self) -> Attempts:
+        self._retrying = self._retrying.__aiter__()
+        return self
+
+    async def __anext__(self) -> Attempt:
+        return Attempt(await self._retrying.__anext__())
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 3
+    attempts: int | None = 3  # None: no limit
     wait_min: float = 2.0
     wait_max: float = 10.0
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
+        if self.attempts is not None and self.attempts < 1:
             raise ValueError("a retry policy needs at least one attempt")
         if self.wait_min < 0 or self.wait_max < self.wait_min:
             raise ValueError("need 0 <= wait_min <= wait_max")
@@ -63,21 +132,21 @@ class RetryPolicy:
         ceiling = self.ceiling(retry_number)
         return self.wait_min + (ceiling - self.wait_min) * rand()
 
-    async def call(
+    def retrying(
         self,
-        fn: Callable[[], Awaitable[T]],
         *,
         retry_on: Callable[[BaseException], bool],
         deadline: Deadline | None = None,
         on_retry: Callable[[BaseException, float], None] | None = None,
-    ) -> T:
-        """Await `fn()` until it succeeds, the error is permanent, tries or deadline run out."""
+    ) -> Attempts:
+        """The policy's loop: the tries of work that `with attempt:` wraps (see above).
+        `on_retry(error, wait)` is called before each wait."""
 
         def wait(state: RetryCallState) -> float:
             return self.delay(state.attempt_number)
 
         def stop(state: RetryCallState) -> bool:
-            if stop_after_attempt(self.attempts)(state):
+            if self.attempts is not None and stop_after_attempt(self.attempts)(state):
                 return True
             return deadline is not None and not deadline.fits(state.upcoming_sleep)
 
@@ -87,17 +156,26 @@ class RetryPolicy:
                 if error is not None:
                     on_retry(error, state.upcoming_sleep)
 
-        retrying = AsyncRetrying(
-            stop=stop,
-            wait=wait,
-            retry=retry_if_exception(retry_on),
-            before_sleep=before_sleep,
-            reraise=True,
+        return Attempts(
+            AsyncRetrying(
+                stop=stop,
+                wait=wait,
+                retry=retry_if_exception(retry_on),
+                before_sleep=before_sleep,
+                reraise=True,
+            )
         )
 
-        async def attempt() -> T:
-            # tenacity calls a plain function without awaiting its result, and a lambda
-            # returning a coroutine is a plain function: await it here, for every caller.
-            return await fn()
-
-        return await retrying(attempt)
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        retry_on: Callable[[BaseException], bool],
+        deadline: Deadline | None = None,
+        on_retry: Callable[[BaseException, float], None] | None = None,
+    ) -> T:
+        """Await `fn()` until it succeeds, the error is permanent, tries or deadline run out."""
+        async for attempt in self.retrying(retry_on=retry_on, deadline=deadline, on_retry=on_retry):
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     qdrant_max_retries: int = Field(3, ge=0)
     qdrant_retry_min_wait: float = Field(2, ge=0)
     qdrant_retry_max_wait: float = Field(10, ge=0)
+    health_probe_timeout: float = Field(2, gt=0)  # a /health's look at one dependency
 
     # --- gateway ---------------------------------------------------------------------
     gateway_config: Path | None = None
@@ -148,6 +149,8 @@ class Settings(BaseSettings):
     supervisor_max_crashes: int = Field(5, ge=1)  # in a row, then the service is failed
     supervisor_stop_timeout: float = Field(10, gt=0)  # SIGTERM, this long, then SIGKILL
     supervisor_drain_timeout: float = Field(60, gt=0)  # model switch: in-flight requests
+    supervisor_connect_timeout: float = Field(2, gt=0)  # health probes, the gateway's admin
+    supervisor_admin_timeout: float = Field(5, gt=0)  # one call to the gateway's admin API
 
     # --- security and logs -----------------------------------------------------------
     localsuite_api_key: SecretStr | None = None

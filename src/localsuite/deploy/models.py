@@ -8,15 +8,14 @@ the file is copied there once, from the suite's image (which has the wheel):
         python -m localsuite.deploy.models /out
 
 Kubernetes runs the same command as an init container. A file already in place with
-the same size is left alone, and a copy cut short never takes the final name.
+the same size is left alone, and a copy cut short never takes the final name. The
+program's arguments and output are the CLI's (`cli/programs.py`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -47,21 +46,7 @@ def export_bundled(target_dir: Path, *, model: ModelEntry | None = None) -> tupl
     return target, True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m localsuite.deploy.models",
-        description="Copy the bundled SmolLM2 GGUF into a models directory (MODELS_DIR).",
-    )
-    parser.add_argument("directory", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        path, copied = export_bundled(args.directory)
-    except (ConfigError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{'copied' if copied else 'already there'}: {path}")
-    return 0
+if __name__ == "__main__":  # the program's dependency on the CLI, not this module's
+    from localsuite.cli.programs import export_model_main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(export_model_main())

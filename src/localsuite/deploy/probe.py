@@ -6,20 +6,18 @@ image has no curl. A Python probe can also send the API key: with `LOCALSUITE_AP
 set, every path but `/health/live` needs it, `/health` included.
 
 Only the standard library's HTTP client is used: a probe runs every few seconds, and a
-quick start matters more than features.
+quick start matters more than features. The program's arguments and its line are the
+CLI's (`cli/programs.py`); this module only probes.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from localsuite.core.settings import Settings
-
+DEFAULT_TIMEOUT = 5.0  # seconds
 _BODY_SHOWN = 300  # characters of an error answer put in the probe's line
 
 
@@ -29,7 +27,7 @@ class ProbeResult:
     detail: str
 
 
-def probe(url: str, *, api_key: str | None = None, timeout: float = 5.0) -> ProbeResult:
+def probe(url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> ProbeResult:
     """GET `url`; healthy on 2xx. Never raises for a network failure: that is the answer."""
     request = urllib.request.Request(url, method="GET")
     if api_key:
@@ -46,18 +44,7 @@ def probe(url: str, *, api_key: str | None = None, timeout: float = 5.0) -> Prob
         return ProbeResult(False, f"no answer from {url}: {reason}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m localsuite.deploy.probe",
-        description="Exit 0 when URL answers 2xx (a container health check).",
-    )
-    parser.add_argument("url")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-    args = parser.parse_args(argv)
-    result = probe(args.url, api_key=Settings().api_key, timeout=args.timeout)
-    print(result.detail, file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+if __name__ == "__main__":  # the program's dependency on the CLI, not this module's
+    from localsuite.cli.programs import probe_main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(probe_main())

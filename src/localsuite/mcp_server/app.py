@@ -29,7 +29,6 @@ from localsuite.mcp_server.server import create_mcp_server
 from localsuite.mcp_server.tools import TOOL_NAMES
 
 MCP_PATH = "/mcp"
-PROBE_BUDGET = 2.0  # seconds one /health probe of a dependency may take
 
 
 def create_mcp_app(settings: Settings) -> FastAPI:
@@ -58,8 +57,9 @@ def create_mcp_app(settings: Settings) -> FastAPI:
             (suite.rag, "/health"),
             (suite.supervisor, "/health/live"),  # its /health is 503 until all are ready
         )
+        budget = settings.health_probe_timeout
         checks: list[Check] = await asyncio.gather(
-            *(_reachable(remote, path) for remote, path in dependencies)
+            *(_reachable(remote, path, budget) for remote, path in dependencies)
         )
         return HealthReport("mcp-server", tuple(checks), {"tools": list(TOOL_NAMES)})
 
@@ -77,9 +77,9 @@ def create_mcp_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _reachable(remote: Remote, path: str) -> Check:
+async def _reachable(remote: Remote, path: str, budget: float) -> Check:
     async def probe() -> str:
-        await remote.call("GET", path, budget=PROBE_BUDGET)
+        await remote.call("GET", path, budget=budget)
         return remote.url
 
     return await timed_check(remote.name, probe, hard=False)

@@ -165,25 +165,6 @@ class StackStatus(BaseModel):
     note: str | None = None
 
 
-class SupervisorService(BaseModel):
-    """One service in the supervisor's `GET /status` answer."""
-
-    state: str
-    health: Literal["starting", "healthy", "unhealthy"] | None = None
-    pid: int | None = None
-    port: int | None = None
-    model: str | None = None
-    restarts: int | None = None
-    uptime_s: float | None = None
-    last_error: str | None = None
-    operation: str | None = None
-
-
-class SupervisorStatus(BaseModel):
-    preset: str | None = None
-    services: dict[str, SupervisorService]
-
-
 def usage_of(usage: Any) -> dict[str, int] | None:
     """The token counts of an OpenAI `usage` object (llama-server adds nested details)."""
     if not isinstance(usage, dict):

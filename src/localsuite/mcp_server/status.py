@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from localsuite.core.http import ErrorAnswer
 from localsuite.core.settings import Settings
+from localsuite.core.stack import HealthStatus, ProcessState, StackState
 from localsuite.mcp_server.clients import Suite
 from localsuite.mcp_server.errors import ToolFailure, Unavailable
 from localsuite.mcp_server.models import (
@@ -21,7 +22,6 @@ from localsuite.mcp_server.models import (
     ServiceStatus,
     StackStatus,
     SupervisorModels,
-    SupervisorStatus,
 )
 
 T = TypeVar("T")
@@ -46,16 +46,26 @@ async def stack_status(suite: Suite) -> StackStatus:
         data = await suite.supervisor.call("GET", "/status", budget=suite.status_budget)
     except ToolFailure as exc:
         return await probe_stack(suite, note=f"{exc}. Each service's /health was asked instead.")
-    status = suite.supervisor.parse(SupervisorStatus, data, "/status")
+    stack = suite.supervisor.parse(StackState, data, "/status")
     services = {
-        name: ServiceStatus(**s.model_dump(exclude={"last_error"}), detail=s.last_error)
-        for name, s in status.services.items()
+        name: ServiceStatus(
+            state=s.state.value,
+            health=None if s.health is None else s.health.value,
+            detail=s.last_error,
+            model=s.model,
+            port=s.port,
+            pid=s.pid,
+            uptime_s=s.uptime_s,
+            restarts=s.restarts,
+            operation=s.operation,
+        )
+        for name, s in stack.services.items()
     }
-    ok = all(s.state == "ready" and s.health != "unhealthy" for s in services.values())
-    return StackStatus(
-        source="supervisor", ok=ok, preset=status.preset,
-        services=services,
-    )  # fmt: skip
+    ok = all(
+        s.state is ProcessState.READY and s.health is not HealthStatus.UNHEALTHY
+        for s in stack.services.values()
+    )
+    return StackStatus(source="supervisor", ok=ok, preset=stack.preset, services=services)
 
 
 async def probe_stack(suite: Suite, note: str | None = None) -> StackStatus:

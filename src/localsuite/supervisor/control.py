@@ -12,7 +12,7 @@ but `/health/live` needs `Authorization: Bearer <key>`. Errors have the suite's 
     GET  /metrics      Prometheus text: localsuite_supervisor_service_state{service,state},
                        _service_healthy{service}, _restarts_total{service,reason},
                        _model_switches_total{service,outcome}
-    GET  /status       200, the same data as DATA_DIR/run/state.json:
+    GET  /status       200, the same `StackState` (core/stack.py) as DATA_DIR/run/state.json:
                        {"supervisor_pid", "preset",
                         "control_url", "stopping", "written_at",
                         "services": {"<name>": {
@@ -54,7 +54,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -64,12 +64,9 @@ from localsuite.core.app import create_service_app
 from localsuite.core.errors import ConfigError
 from localsuite.core.health import Check, HealthReport
 from localsuite.core.settings import Settings
+from localsuite.core.stack import ProcessState, StackState
 from localsuite.supervisor import operations
-from localsuite.supervisor.process import ProcessState
-from localsuite.supervisor.state import snapshot
-
-if TYPE_CHECKING:
-    from localsuite.supervisor.supervisor import Supervisor
+from localsuite.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("localsuite.supervisor")
 
@@ -103,8 +100,8 @@ def create_control_app(sup: Supervisor) -> FastAPI:
     )
 
     @app.get("/status", tags=["supervisor"], summary="Every service's state (as state.json)")
-    async def status() -> dict[str, Any]:
-        return snapshot(sup)
+    async def status() -> StackState:
+        return sup.snapshot()
 
     @app.get("/models", tags=["supervisor"], summary="The model registry and who serves what")
     async def models() -> dict[str, Any]:
@@ -161,6 +158,16 @@ class ControlServer(uvicorn.Server):
                 await self.task
             except Exception:
                 log.exception("the control API failed")
+
+
+async def serve_supervisor(sup: Supervisor, sock: socket.socket) -> None:
+    """Run `sup` with its control API on `sock` until it stops (the API answers until
+    every service has stopped)."""
+    control = ControlServer.for_supervisor(sup, sock)
+    try:
+        await sup.run()
+    finally:
+        await control.close()
 
 
 def bind_control_socket(settings: Settings) -> socket.socket:

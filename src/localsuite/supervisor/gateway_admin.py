@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from localsuite.core.errors import ServiceUnavailable
 from localsuite.core.http import BadAnswer, ErrorAnswer, NoAnswer, call_json
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
+IDLE_POLL = 0.05  # seconds between looks at a draining backend's in-flight count
 
 
 class GatewayAdmin:
@@ -29,12 +31,15 @@ class GatewayAdmin:
         session: aiohttp.ClientSession,
         base_url: str,
         headers: dict[str, str],
-        timeout: float = 5.0,
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.headers = headers
-        self.timeout = timeout
+        self.timeout = timeout  # one admin call
+        self.clock = clock
 
     async def _call(self, method: str, path: str, *, accept: frozenset[int] = frozenset()) -> Any:
         """A JSON call; an error status in `accept` still returns its body (`/health`'s 503)."""
@@ -103,10 +108,10 @@ class GatewayAdmin:
 
     async def wait_idle(self, backend: str, within: float) -> int:
         """Wait until the backend has no request in flight; returns how many were left."""
-        deadline = time.monotonic() + within
+        deadline = self.clock() + within
         while True:
             state = await self._call("GET", f"/admin/backends/{backend}")
             in_flight = int(state.get("in_flight", 0))
-            if in_flight == 0 or time.monotonic() >= deadline:
+            if in_flight == 0 or self.clock() >= deadline:
                 return in_flight
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(IDLE_POLL)

@@ -19,12 +19,12 @@ stops answering: a rag whose Qdrant is down is not cured by a restart.
 from __future__ import annotations
 
 import asyncio
-import enum
 from dataclasses import dataclass
 
 import aiohttp
 
 from localsuite.core.http import NoAnswer, translate_errors
+from localsuite.core.stack import HealthStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +39,6 @@ class HealthCheck:
 
     def probe_url(self, ready: bool) -> str:
         return (self.live_url or self.url) if ready else self.url
-
-
-class HealthStatus(enum.Enum):
-    STARTING = "starting"
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
 
 
 class HealthTracker:

@@ -25,7 +25,6 @@ plain stop and start. A failed service is started again from zero crashes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,18 +38,12 @@ from localsuite.core.errors import (
     Unprocessable,
     UpstreamError,
 )
+from localsuite.core.stack import ProcessState
 from localsuite.inference.registry import ModelEntry, ModelRegistry
 from localsuite.supervisor.gateway_admin import GatewayAdmin
-from localsuite.supervisor.health import HealthStatus
-from localsuite.supervisor.process import ProcessState
 from localsuite.supervisor.services import ServiceSpec, inference_spec
-from localsuite.supervisor.supervisor import (
-    TICK,
-    Service,
-    StartFailure,
-    Supervisor,
-    describe_exit,
-)
+from localsuite.supervisor.supervised import SupervisedService
+from localsuite.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("localsuite.supervisor")
 
@@ -71,7 +64,7 @@ def resolve_model(registry: ModelRegistry, name: str) -> ModelEntry:
     return registry.resolve(wanted)
 
 
-def inference_service(sup: Supervisor, name: str) -> Service:
+def inference_service(sup: Supervisor, name: str) -> SupervisedService:
     svc = sup.service(name)
     if not svc.spec.is_inference:
         served = [s.name for s in sup.services.values() if s.spec.is_inference]
@@ -91,11 +84,16 @@ def gateway_admin(sup: Supervisor) -> GatewayAdmin:
             "would fail requests; try again once `localsuite status` shows it ready",
             code="gateway_unavailable",
         )
-    return GatewayAdmin(sup.session, sup.settings.gateway_service_url, sup.headers)
+    return GatewayAdmin(
+        sup.session, sup.settings.gateway_service_url, sup.headers,
+        timeout=sup.settings.supervisor_admin_timeout, clock=sup.clock,
+    )  # fmt: skip
 
 
 @asynccontextmanager
-async def drained(sup: Supervisor, svc: Service, *, required: bool) -> AsyncIterator[bool]:
+async def drained(
+    sup: Supervisor, svc: SupervisedService, *, required: bool
+) -> AsyncIterator[bool]:
     """Drain `svc`'s backend at the gateway for the duration; yields whether it did.
 
     When it cannot (no gateway, the only backend of an alias): refuses if `required`,
@@ -139,58 +137,22 @@ async def drained(sup: Supervisor, svc: Service, *, required: bool) -> AsyncIter
             log.warning("%s: undrain failed: %s", svc.name, exc)
 
 
-async def await_healthy(sup: Supervisor, svc: Service) -> StartFailure | None:
-    """For an operation that holds `svc` (just started): None once it is ready, else why
-    not (it exited, or turned unhealthy: then it has been stopped)."""
-    tracker = svc.tracker
-    while tracker is not None:
-        code = svc.process.exit_code()
-        if code is not None:
-            reason = describe_exit(code)
-            svc.process.exited(reason)
-            return StartFailure(reason, svc.process.log_tail(lines=6))
-        if tracker.due(sup.clock()):
-            url = tracker.check.probe_url(ready=False)
-            ok, detail = await sup.probe(url, tracker.check.timeout)
-            status = sup.record_probe(svc, tracker, ok, detail, sup.clock())
-            if status is HealthStatus.HEALTHY:
-                sup.mark_ready(svc, sup.clock())
-                return None
-            if status is HealthStatus.UNHEALTHY:
-                reason = f"never became healthy: {tracker.describe_failure()}"
-                await svc.process.stop(sup.settings.supervisor_stop_timeout, reason)
-                return StartFailure(reason, svc.process.log_tail(lines=6))
-        await asyncio.sleep(min(TICK, max(0.0, tracker.next_probe_at - sup.clock())))
-    return StartFailure(svc.process.last_error or "it could not be started")
-
-
-async def cycle(
-    sup: Supervisor, svc: Service, spec: ServiceSpec, reason: str
-) -> StartFailure | None:
-    """Stop (if running) and start with `spec`; None once healthy, else why not."""
-    await svc.process.stop(sup.settings.supervisor_stop_timeout)
-    sup.start(svc, sup.clock(), spec, reason=reason)
-    if svc.state is not ProcessState.STARTING:
-        return StartFailure(svc.process.last_error or "it could not be started")
-    return await await_healthy(sup, svc)
-
-
 async def switch_model(sup: Supervisor, name: str, model: str) -> dict[str, Any]:
     svc = inference_service(sup, name)
     entry = resolve_model(sup.models, model)
     return await sup.run_operation(svc, f"switching to {entry.name}", _switch(sup, svc, entry))
 
 
-async def _switch(sup: Supervisor, svc: Service, entry: ModelEntry) -> dict[str, Any]:
+async def _switch(sup: Supervisor, svc: SupervisedService, entry: ModelEntry) -> dict[str, Any]:
     started = sup.clock()
     previous = svc.spec
     was = svc.state
     if entry.name == previous.model and was is ProcessState.READY:
         return _switch_result(svc, previous, started, sup.clock(), drained=False)
-    target = inference_spec(svc.name, sup.settings, sup.models, model=entry.name)
+    target = inference_spec(svc.spec.group, sup.settings, sup.models, model=entry.name)
     try:
         async with drained(sup, svc, required=True) as did_drain:
-            failure = await cycle(sup, svc, target, "model_switch")
+            failure = await svc.cycle(target, "model_switch")
             if failure is None:
                 sup.metrics.switched(svc.name, "ok")
                 log.info("%s: now serving %s", svc.name, entry.name)
@@ -210,20 +172,20 @@ async def _switch(sup: Supervisor, svc: Service, entry: ModelEntry) -> dict[str,
 
 
 async def _roll_back(
-    sup: Supervisor, svc: Service, previous: ServiceSpec, was: ProcessState, tried: str
+    sup: Supervisor, svc: SupervisedService, previous: ServiceSpec, was: ProcessState, tried: str
 ) -> str:
     """Put the previous model back; returns a sentence for the error message."""
     if was is not ProcessState.READY:  # it was not serving before either: as it was
-        svc.process.use_spec(previous)
+        svc.use_spec(previous)
         if was is ProcessState.FAILED:
-            svc.process.fail(f"still failed: the switch to {tried} did not help")
+            svc.fail(f"still failed: the switch to {tried} did not help")
             return f"{svc.name} is back on {previous.model}, still failed."
-        sup.crashed(svc, "a switch failed", sup.clock())
+        svc.crashed("a switch failed", sup.clock())
         return f"{svc.name} is back on {previous.model}; the supervisor restarts it with backoff."
-    failure = await cycle(sup, svc, previous, "model_switch")
+    failure = await svc.cycle(previous, "model_switch")
     if failure is None:
         return f"Rolled back: {svc.name} serves {previous.model} again."
-    sup.crashed(svc, failure.reason, sup.clock())
+    svc.crashed(failure.reason, sup.clock())
     return (
         f"Rolling back to {previous.model} failed too ({failure.reason}); the supervisor keeps "
         "restarting it with backoff."
@@ -231,7 +193,7 @@ async def _roll_back(
 
 
 def _switch_result(
-    svc: Service, previous: ServiceSpec, started: float, now: float, *, drained: bool
+    svc: SupervisedService, previous: ServiceSpec, started: float, now: float, *, drained: bool
 ) -> dict[str, Any]:
     return {
         "service": svc.name,
@@ -250,13 +212,13 @@ async def restart(sup: Supervisor, name: str) -> dict[str, Any]:
     return await sup.run_operation(svc, "restarting", _restart(sup, svc))
 
 
-async def _restart(sup: Supervisor, svc: Service) -> dict[str, Any]:
+async def _restart(sup: Supervisor, svc: SupervisedService) -> dict[str, Any]:
     started = sup.clock()
-    svc.crashes = 0
+    svc.forgive()
     async with drained(sup, svc, required=False) as did_drain:
-        failure = await cycle(sup, svc, svc.spec, "requested")
+        failure = await svc.cycle(svc.spec, "requested")
     if failure is not None:
-        sup.crashed(svc, failure.reason, sup.clock())
+        svc.crashed(failure.reason, sup.clock())
         raise UpstreamError(
             f"{svc.name} was restarted but {failure.with_log()}\nThe supervisor keeps trying "
             "with backoff.",

@@ -14,6 +14,9 @@ Children run in their own process group (a stop reaches anything they spawned) a
 SIGKILL from the kernel if the supervisor dies (PR_SET_PDEATHSIG), so nothing is
 orphaned. PR_SET_PDEATHSIG fires when the *thread* that forked exits: `start()` must be
 called from the supervisor's main (event loop) thread, never from a worker thread.
+
+A child's environment is the one it is given (the supervisor's, read once at start-up)
+plus its spec's own variables; this module never reads `os.environ`.
 """
 
 from __future__ import annotations
@@ -21,31 +24,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import enum
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from localsuite.core.stack import ProcessState
 from localsuite.supervisor.services import ServiceSpec
 
 PR_SET_PDEATHSIG = 1
 LOG_ROTATE_BYTES = 20 * 2**20  # a log past this is moved to NAME.log.1 at the next start
+KILL_WAIT = 10.0  # seconds for the kernel to reap a group after SIGKILL
+EXIT_POLL = 0.02  # seconds between looks at a stopping process
 
 try:  # resolved here: the child, between fork and exec, must not load libraries
     _prctl: Callable[..., int] | None = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 except (OSError, AttributeError):
     _prctl = None
-
-
-class ProcessState(enum.Enum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    FAILED = "failed"
 
 
 class IllegalTransition(RuntimeError):
@@ -63,13 +60,15 @@ class ManagedProcess:
         spec: ServiceSpec,
         log_dir: Path,
         *,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str],
         on_change: Callable[[ManagedProcess], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self.log_path = log_dir / f"{spec.name}.log"
         self.env = env
         self.on_change = on_change
+        self.clock = clock
         self.state = ProcessState.STOPPED
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_wall: float | None = None  # wall clock of the current run, for people
@@ -113,7 +112,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**(self.env if self.env is not None else os.environ), **self.spec.env},
+                env={**self.env, **self.spec.env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
             )
@@ -157,21 +156,17 @@ class ManagedProcess:
         self._signal_group(signal.SIGTERM)
         if not await self._wait_exit(grace):
             self._signal_group(signal.SIGKILL)
-            await self._wait_exit(10.0)
+            await self._wait_exit(KILL_WAIT)
         self._signal_group(signal.SIGKILL)  # anything the leader left in its group
         self._set(ProcessState.STOPPED)
 
     async def _wait_exit(self, within: float) -> bool:
-        deadline = time.monotonic() + within
+        deadline = self.clock() + within
         while self.exit_code() is None:
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 return False
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(EXIT_POLL)
         return True
-
-    def kill_now(self) -> None:
-        """SIGKILL the group without waiting: the last resort when the supervisor exits."""
-        self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.proc is None:

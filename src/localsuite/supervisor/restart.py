@@ -5,12 +5,17 @@ The wait doubles with each crash in a row, up to a cap; a run that stays ready f
 `stable_after` seconds forgets the earlier crashes; after `max_crashes` in a row the
 service is marked failed and left alone (with its last log lines) instead of being
 restarted in a hot loop. `localsuite restart SERVICE` starts it again from zero.
+
+The wait is the suite's one backoff formula (`RetryPolicy.ceiling` in `core/retry.py`),
+without jitter: the supervisor schedules a restart on its clock instead of sleeping in
+a loop, and one supervisor restarting one service has no herd to spread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
 
 
@@ -31,9 +36,18 @@ class RestartPolicy:
             max_crashes=settings.supervisor_max_crashes,
         )
 
+    @property
+    def backoff(self) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=self.max_crashes,
+            wait_min=self.initial,
+            wait_max=max(self.initial, self.maximum),
+            multiplier=self.factor,
+        )
+
     def delay(self, crashes: int) -> float:
         """Seconds to wait before the restart that follows crash number `crashes` in a row."""
-        return min(self.maximum, self.initial * self.factor ** max(0, crashes - 1))
+        return self.backoff.ceiling(crashes)
 
     def gives_up(self, crashes: int) -> bool:
         return crashes >= self.max_crashes

@@ -17,12 +17,16 @@ generate. The gateway is ready as soon as it serves: its own `/health` reports i
 backends, which the supervisor already watches. Presets follow the spec: `p1` =
 inference-chat + api-gateway; `p2` = p1 + inference-code + embedding + rag; `p3` = p2 +
 mcp-server (the default).
+
+A spec is one process. Several processes may run one service (replicas, each on its own
+port): their specs share a `group`, the service's name, which is what `depends_on`
+names. A spec of a service run once has its own name as its group.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from localsuite.core.errors import ConfigError
@@ -50,10 +54,15 @@ class ServiceSpec:
     any_dependency: bool = False
     model: str | None = None  # the registry name a llama-server serves
     env: dict[str, str] = field(default_factory=dict)
+    group: str = ""  # the service this process is an instance of; "" (default): `name`
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.name)  # frozen: set once, here
 
     @property
     def is_inference(self) -> bool:
-        return self.name in INFERENCE_SERVICES
+        return self.group in INFERENCE_SERVICES
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +181,18 @@ def start_order(graph: dict[str, Iterable[str]]) -> list[str]:
     return order
 
 
-def stop_waves(specs: Iterable[ServiceSpec]) -> list[list[str]]:
-    """Groups to stop one after the other, dependents first; each group stops at once."""
+def waves(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The services of `graph` (name: what it depends on, in start order) in waves to
+    stop one after the other, dependents first; the services of a wave stop at once."""
     depth: dict[str, int] = {}
-    for spec in specs:  # in start order: dependencies already have their depth
-        depth[spec.name] = 1 + max((depth.get(d, 0) for d in spec.depends_on), default=-1)
+    for name, depends_on in graph.items():  # dependencies already have their depth
+        depth[name] = 1 + max((depth.get(d, 0) for d in depends_on), default=-1)
     levels = sorted(set(depth.values()), reverse=True)
     return [[name for name, d in depth.items() if d == level] for level in levels]
+
+
+def stop_waves(specs: Iterable[ServiceSpec]) -> list[list[str]]:
+    """The processes of `specs` (in start order) in stop waves: replicas stop together."""
+    specs = list(specs)
+    graph = {spec.group: spec.depends_on for spec in specs}
+    return [[s.name for s in specs if s.group in wave] for wave in waves(graph)]

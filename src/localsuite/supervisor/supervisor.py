@@ -4,21 +4,24 @@ Who writes what (one writer at a time per service):
 
 - Signal handlers only set the stop event. The control API's handlers only ask for an
   operation (`restart`, `switch_model` in `operations.py`).
-- The loop (`tick`, every 0.1 s) owns every service that no operation holds. It:
+- The loop (`tick`, every `TICK` seconds) owns every service that no operation holds. It
   starts a stopped service once its dependencies are ready (`depends_on: condition:
   service_healthy`; the gateway needs any one inference backend) and its restart wait
-  has passed; reaps exits (a crash: restart after the `RestartPolicy` backoff, or
-  `failed` with the last log lines after too many in a row, the others keep running);
-  launches health probes when due and feeds their results to the service's
-  `HealthTracker` (compose semantics): `healthy` makes a starting service `ready`,
-  `unhealthy` (a hung server, or one that never came up) hands it to a recovery
-  operation that stops it (SIGTERM, wait, SIGKILL) and counts a crash.
-- An operation holds its service (`Service.operation`) from start to end: the loop
+  has passed, and gives every running one a look (`SupervisedService.watch`: exits,
+  health probes, readiness). A service that turned unhealthy (a hung server, or one that
+  never came up) is handed to a recovery operation that stops it (SIGTERM, wait,
+  SIGKILL) and counts a crash.
+- An operation holds its service (`SupervisedService.hold`) from start to end: the loop
   leaves that service alone meanwhile, and a second operation on it gets 409.
 
-Every change is published: the state file (`DATA_DIR/run/state.json`), the metrics
-(`SupervisorMetrics`) and the `on_change` hook (the CLI's live table). On stop the
-services are stopped dependents first, each wave at once, each stop bounded.
+Every change is published as one `StackState` (`core/stack.py`): to the state file
+(`DATA_DIR/run/state.json`), and to the `on_change` hook (the CLI's live table); the
+metrics (`SupervisorMetrics`) follow each transition. On stop the services are stopped
+dependents first, each wave at once, each stop bounded. The control API is served
+beside the loop by `control.serve_supervisor`; this module does not know it.
+
+Services are kept per process (`services`, by name) and per service (`groups`, by the
+name `depends_on` uses): one process per service today, several (replicas) tomorrow.
 """
 
 from __future__ import annotations
@@ -26,82 +29,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
 
-from localsuite.core.errors import (
-    Conflict,
-    LocalSuiteError,
-    NotFound,
-    ServiceUnavailable,
-)
+from localsuite.core.errors import LocalSuiteError, NotFound, ServiceUnavailable
 from localsuite.core.http import create_session
 from localsuite.core.metrics import SupervisorMetrics, new_registry
 from localsuite.core.settings import Settings
+from localsuite.core.stack import ProcessState, StackState
 from localsuite.inference.registry import ModelRegistry
-from localsuite.supervisor.health import HealthStatus, HealthTracker, probe
-from localsuite.supervisor.process import ManagedProcess, ProcessState
+from localsuite.supervisor.health import probe
 from localsuite.supervisor.restart import RestartPolicy
 from localsuite.supervisor.services import ServiceSpec, stop_waves
-from localsuite.supervisor.state import log_dir, snapshot, write_state
+from localsuite.supervisor.state import log_dir, write_state
+from localsuite.supervisor.supervised import TICK, SupervisedService, Supervision
 
 log = logging.getLogger("localsuite.supervisor")
 
-TICK = 0.1
 T = TypeVar("T")
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exited with status {code}"
-
-
-@dataclass(frozen=True, slots=True)
-class StartFailure:
-    """Why a run started by an operation did not become healthy."""
-
-    reason: str
-    log_tail: str = ""
-
-    def with_log(self) -> str:
-        return (
-            f"{self.reason}; its last log lines:\n{self.log_tail}" if self.log_tail else self.reason
-        )
-
-
-@dataclass(eq=False)
-class Service:
-    """What the supervisor knows about one service besides its process."""
-
-    process: ManagedProcess
-    tracker: HealthTracker | None = None
-    crashes: int = 0  # in a row
-    restarts: int = 0
-    restart_at: float = 0.0
-    restart_reason: str = "crash"
-    ready_at: float | None = None
-    operation: str | None = None
-    probe: asyncio.Task[tuple[bool, str | None]] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.process.name
-
-    @property
-    def spec(self) -> ServiceSpec:
-        return self.process.spec
-
-    @property
-    def state(self) -> ProcessState:
-        return self.process.state
+REFRESH = 1.0  # seconds: `on_change` runs at least this often (a live table's uptimes move)
 
 
 class Supervisor:
@@ -110,11 +61,14 @@ class Supervisor:
         settings: Settings,
         specs: Iterable[ServiceSpec],
         *,
+        environ: Mapping[str, str],
         preset: str = "custom",
         policy: RestartPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[Supervisor], None] | None = None,
     ) -> None:
+        """`environ` is what the services are started with (the environment `localsuite
+        up` was given), besides each spec's own variables."""
         self.settings = settings
         self.preset = preset
         self.policy = policy or RestartPolicy.from_settings(settings)
@@ -123,11 +77,20 @@ class Supervisor:
         self.registry = new_registry()
         self.metrics = SupervisorMetrics(self.registry)
         self.models = ModelRegistry(settings.models_dir)
-        self.services: dict[str, Service] = {}
-        for spec in specs:
-            process = ManagedProcess(spec, log_dir(settings), on_change=self._process_changed)
-            self.services[spec.name] = Service(process)
-            self.metrics.state_changed(spec.name, process.state.value)
+        shared = Supervision(
+            policy=self.policy,
+            prober=self.probe,
+            metrics=self.metrics,
+            stop_timeout=settings.supervisor_stop_timeout,
+            clock=clock,
+            environ=environ,
+            log_dir=log_dir(settings),
+            on_change=self._changed,
+        )
+        self.services = {spec.name: SupervisedService(spec, shared) for spec in specs}
+        self.groups: dict[str, list[SupervisedService]] = {}
+        for svc in self.services.values():
+            self.groups.setdefault(svc.spec.group, []).append(svc)
         self.stopping = False
         self.control_url: str | None = None
         self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
@@ -136,7 +99,7 @@ class Supervisor:
         self._session: aiohttp.ClientSession | None = None
         self._dirty = True
         self._state_unwritable = False
-        self._last_shown = 0.0
+        self._last_shown = -REFRESH
 
     # --- lifecycle -------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -148,20 +111,13 @@ class Supervisor:
             raise ServiceUnavailable("the supervisor is not running")
         return self._session
 
-    async def run(
-        self, control_socket: socket.socket | None = None, *, handle_signals: bool = True
-    ) -> None:
+    async def run(self, *, handle_signals: bool = True) -> None:
         """Supervise until asked to stop (SIGTERM, SIGINT, `request_stop`), then stop all."""
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        self._session = create_session(connect_timeout=2.0)
-        control = None
-        if control_socket is not None:
-            from localsuite.supervisor.control import ControlServer
-
-            control = ControlServer.for_supervisor(self, control_socket)
+        self._session = create_session(connect_timeout=self.settings.supervisor_connect_timeout)
         try:
             while not self._stop.is_set():
                 self.tick()
@@ -173,8 +129,6 @@ class Supervisor:
             try:
                 await self.shutdown()
             finally:
-                if control is not None:
-                    await control.close()
                 await self.session.close()
                 self.publish(final=True)
 
@@ -185,12 +139,8 @@ class Supervisor:
         for task in list(self._operations):
             task.cancel()
         await asyncio.gather(*self._operations, return_exceptions=True)
-        for svc in self.services.values():
-            self._drop_probe(svc)
         for wave in stop_waves(s.spec for s in self.services.values()):
-            stops = [self.services[name].process.stop(self.settings.supervisor_stop_timeout)
-                     for name in wave]  # fmt: skip
-            await asyncio.gather(*stops)
+            await asyncio.gather(*(self.services[name].stop() for name in wave))
             self.publish()
 
     # --- the loop --------------------------------------------------------------------
@@ -198,91 +148,26 @@ class Supervisor:
         """One round of decisions over every service that no operation holds."""
         now = self.clock()
         for svc in self.services.values():
-            if svc.operation is None:
-                self._watch(svc, now)
+            if svc.operation is not None:
+                continue
+            if svc.state is ProcessState.STOPPED:
+                if svc.restart_due(now) and not self.waiting_for(svc):
+                    svc.start(now)
+                continue
+            reason = svc.watch(now)
+            if reason is not None:
+                self.spawn(svc, "recovering", svc.recover(reason))
 
-    def _watch(self, svc: Service, now: float) -> None:
-        if svc.state is ProcessState.STOPPED:
-            if now >= svc.restart_at and not self.waiting_for(svc):
-                self.start(svc, now)
-            return
-        if svc.state not in (ProcessState.STARTING, ProcessState.READY):
-            return
-        code = svc.process.exit_code()
-        if code is not None:
-            self._drop_probe(svc)
-            self.crashed(svc, describe_exit(code), now)
-            return
-        status = self._collect_probe(svc, now)
-        if status is HealthStatus.HEALTHY and svc.state is ProcessState.STARTING:
-            self.mark_ready(svc, now)
-        elif status is HealthStatus.UNHEALTHY and svc.tracker is not None:
-            started = svc.state is ProcessState.STARTING
-            reason = ("never became healthy: " if started else "unhealthy: ") + (
-                svc.tracker.describe_failure()
-            )
-            self.spawn(svc, "recovering", self._recover(svc, reason))
-        elif (
-            svc.crashes
-            and svc.ready_at is not None
-            and (now - svc.ready_at >= self.policy.stable_after)
-        ):
-            svc.crashes = 0  # a stable run forgives earlier crashes
-            self._dirty = True
+    def waiting_for(self, svc: SupervisedService) -> list[str]:
+        """The dependencies that keep a stopped service from starting (none: it may start).
 
-    def waiting_for(self, svc: Service) -> list[str]:
-        """The dependencies that keep a stopped service from starting (none: it may start)."""
-        deps = [self.services[d] for d in svc.spec.depends_on if d in self.services]
-        missing = [d.name for d in deps if d.state is not ProcessState.READY]
-        if svc.spec.any_dependency and len(missing) < len(deps):
+        A dependency is ready when every process of it is; with `any_dependency` one
+        ready process of any dependency is enough."""
+        needed = {d: self.groups[d] for d in svc.spec.depends_on if d in self.groups}
+        ready = {d: [m.state is ProcessState.READY for m in ms] for d, ms in needed.items()}
+        if svc.spec.any_dependency and any(any(r) for r in ready.values()):
             return []
-        return missing
-
-    def start(
-        self, svc: Service, now: float, spec: ServiceSpec | None = None, reason: str | None = None
-    ) -> None:
-        """Spawn the service; `reason` (crash, unhealthy, requested) counts it as a restart."""
-        reason = reason or (svc.restart_reason if svc.process.started_wall is not None else None)
-        svc.tracker = None
-        svc.ready_at = None
-        try:
-            svc.process.start(spec)
-        except OSError as exc:  # the executable is gone, say: a crash that never ran
-            self.crashed(svc, f"cannot start {svc.spec.argv[0]}: {exc}", now)
-            return
-        svc.tracker = HealthTracker(svc.spec.health, now)
-        if reason is not None:
-            self.metrics.restarted(svc.name, reason)
-            if reason != "model_switch":  # the column counts what `status` users look for
-                svc.restarts += 1
-        log.info("%s: started (pid %s)", svc.name, svc.process.pid)
-
-    def mark_ready(self, svc: Service, now: float) -> None:
-        svc.process.ready()
-        svc.ready_at = now
-        log.info("%s: ready", svc.name)
-
-    def crashed(self, svc: Service, reason: str, now: float, kind: str = "crash") -> None:
-        """Count a crash: restart after the backoff, or give up and mark the service failed."""
-        svc.crashes += 1
-        svc.ready_at = None
-        svc.tracker = None
-        if svc.state in (ProcessState.STARTING, ProcessState.READY):
-            svc.process.exited(reason)
-        if self.policy.gives_up(svc.crashes):
-            svc.process.fail(f"{reason}; gave up after {svc.crashes} crashes in a row")
-            log.error("%s: %s\n%s", svc.name, svc.process.last_error, svc.process.log_tail())
-        else:
-            svc.process.last_error = reason
-            delay = self.policy.delay(svc.crashes)
-            svc.restart_at = now + delay
-            svc.restart_reason = kind
-            log.warning("%s: %s; restarting in %.2fs", svc.name, reason, delay)
-        self._dirty = True
-
-    async def _recover(self, svc: Service, reason: str) -> None:
-        await svc.process.stop(self.settings.supervisor_stop_timeout, reason)
-        self.crashed(svc, reason, self.clock(), kind="unhealthy")
+        return [d for d, r in ready.items() if not all(r)]
 
     # --- health probes ---------------------------------------------------------------
     async def probe(self, url: str, within: float) -> tuple[bool, str | None]:
@@ -291,38 +176,8 @@ class Supervisor:
         except Exception as exc:  # a probe that breaks says "not healthy", never stops the loop
             return False, f"{url}: {type(exc).__name__}: {exc}"
 
-    def _collect_probe(self, svc: Service, now: float) -> HealthStatus | None:
-        """Feed a finished probe to the tracker; launch the next one when it is due."""
-        tracker = svc.tracker
-        if tracker is None:
-            return None
-        task = svc.probe
-        if task is not None and task.done():
-            svc.probe = None
-            ok, detail = task.result()
-            self.record_probe(svc, tracker, ok, detail, now)
-        if svc.probe is None and tracker.due(now):
-            url = tracker.check.probe_url(ready=svc.state is ProcessState.READY)
-            svc.probe = asyncio.create_task(self.probe(url, tracker.check.timeout))
-        return tracker.status
-
-    def record_probe(
-        self, svc: Service, tracker: HealthTracker, ok: bool, detail: str | None, now: float
-    ) -> HealthStatus:
-        before = tracker.status
-        status = tracker.record(ok, detail, now)
-        if status is not before:
-            self.metrics.health_changed(svc.name, status is HealthStatus.HEALTHY)
-            self._dirty = True
-        return status
-
-    def _drop_probe(self, svc: Service) -> None:
-        if svc.probe is not None:
-            svc.probe.cancel()
-            svc.probe = None
-
     # --- operations ------------------------------------------------------------------
-    def service(self, name: str) -> Service:
+    def service(self, name: str) -> SupervisedService:
         svc = self.services.get(name)
         if svc is None:
             raise NotFound(
@@ -331,22 +186,14 @@ class Supervisor:
             )
         return svc
 
-    def _claim(self, svc: Service, what: str) -> None:
-        if self.stopping:
-            raise ServiceUnavailable("the supervisor is stopping", code="supervisor_stopping")
-        if svc.operation is not None:
-            raise Conflict(
-                f"{svc.name} is busy ({svc.operation}); try again when it is done",
-                code="operation_in_progress",
-            )
-        svc.operation = what
-        self._drop_probe(svc)
-        self._dirty = True
-
-    def spawn(self, svc: Service, what: str, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def spawn(
+        self, svc: SupervisedService, what: str, work: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T]:
         """Run `work` as an operation holding `svc`; released when it ends, however it ends."""
         try:
-            self._claim(svc, what)
+            if self.stopping:
+                raise ServiceUnavailable("the supervisor is stopping", code="supervisor_stopping")
+            svc.hold(what)
         except Exception:
             work.close()
             raise
@@ -355,8 +202,7 @@ class Supervisor:
 
         def release(done: asyncio.Task[T]) -> None:
             self._operations.discard(done)
-            svc.operation = None
-            self._dirty = True
+            svc.release()
             error = None if done.cancelled() else done.exception()
             if isinstance(error, LocalSuiteError):  # an answer to the request, already logged
                 log.warning("%s: %s: %s", svc.name, what, error.message.splitlines()[0])
@@ -366,7 +212,9 @@ class Supervisor:
         task.add_done_callback(release)
         return task
 
-    async def run_operation(self, svc: Service, what: str, work: Coroutine[Any, Any, T]) -> T:
+    async def run_operation(
+        self, svc: SupervisedService, what: str, work: Coroutine[Any, Any, T]
+    ) -> T:
         """An operation for a request: the caller waits for it; a client that goes away does
         not cancel it."""
         task = self.spawn(svc, what, work)
@@ -381,21 +229,39 @@ class Supervisor:
             raise
 
     # --- what the others see ---------------------------------------------------------
-    def _process_changed(self, process: ManagedProcess) -> None:
-        self.metrics.state_changed(process.name, process.state.value)
+    def _changed(self) -> None:
         self._dirty = True
 
+    def snapshot(self, *, final: bool = False) -> StackState:
+        """The stack as others see it: the state file's content and `GET /status`'s answer.
+        Times in it are wall-clock times, for people; `final` clears the supervisor's pid
+        (a stale pid could name an unrelated process later)."""
+        wall_now = time.time()
+        return StackState(
+            supervisor_pid=None if final else os.getpid(),
+            preset=self.preset,
+            control_url=self.control_url,
+            stopping=self.stopping,
+            written_at=wall_now,
+            services={
+                name: svc.describe(wall_now, self._waiting_shown(svc))
+                for name, svc in self.services.items()
+            },
+        )
+
+    def _waiting_shown(self, svc: SupervisedService) -> list[str]:
+        if svc.state is ProcessState.STOPPED and not self.stopping:
+            return self.waiting_for(svc)
+        return []
+
     def publish(self, final: bool = False) -> None:
-        """Write the state file if anything changed; call `on_change` then, and at least once
-        a second (a live table's uptimes move)."""
-        now = time.monotonic()
+        """Write the state file if anything changed; call `on_change` then, and at least
+        every `REFRESH` seconds."""
+        now = self.clock()
         if self._dirty or final:
             self._dirty = False
-            data = snapshot(self)
-            if final:  # stale pids could name unrelated processes later
-                data["supervisor_pid"] = None
             try:
-                write_state(self.settings, data)
+                write_state(self.settings, self.snapshot(final=final))
             except OSError as exc:  # a full disk must not stop the stack: try again later
                 self._dirty = True
                 if not self._state_unwritable:
@@ -403,7 +269,7 @@ class Supervisor:
                 self._state_unwritable = True
             else:
                 self._state_unwritable = False
-        elif now - self._last_shown < 1.0:
+        elif now - self._last_shown < REFRESH:
             return
         self._last_shown = now
         if self.on_change is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import openai
 from localsuite.core.settings import Settings
 from localsuite.inference.registry import bundled_model
 from localsuite.supervisor.client import ControlClient
-from localsuite.testing.servers import free_port
+from localsuite.testing.servers import free_port, wait_until
 
 PORT_VARIABLES = (
     "API_GATEWAY_PORT",
@@ -68,6 +69,29 @@ class DetachedStack:
 
     def down(self) -> subprocess.CompletedProcess[str]:
         return self.cli("down", timeout=120)
+
+    def __enter__(self) -> DetachedStack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.down()  # whatever the test left running
+
+    # --- hurting it ----------------------------------------------------------------------
+    def kill(self, service: str) -> int:
+        """SIGKILL one service, as a crash would; returns the pid it had."""
+        pid: int = self.service(service)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_restarted(self, service: str, killed: int, within: float = 60) -> None:
+        """Wait until the supervisor has `service` ready again, in a process other than
+        `killed`."""
+
+        def back() -> bool:
+            info = self.service(service)
+            return bool(info["state"] == "ready" and info["pid"] != killed)
+
+        wait_until(back, within, f"{service} restarted by the supervisor")
 
     # --- what it runs --------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -1,24 +1,27 @@
 """Servers for tests: an ASGI app on a real loopback port, in a thread, for as long as a
-`with` lasts; and the waits for a server, in a thread or a process, to be ready."""
+`with` lasts; the waits for a condition or a server to be ready (a process's: the
+suite's own `core/readiness.py`, here for the tests beside the others)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import uvicorn
 
+from localsuite.core.readiness import free_port, healthy, wait_healthy
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = [
+    "assert_no_server_error",
+    "free_port",
+    "healthy",
+    "serve_in_thread",
+    "wait_healthy",
+    "wait_until",
+]
 
 
 @contextmanager
@@ -59,34 +62,6 @@ def wait_until(predicate: Any, within: float = 10.0, what: str = "condition") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         time.sleep(0.02)
-
-
-def healthy(url: str) -> bool:
-    """Whether the health check at `url` answers 200 now."""
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_healthy(
-    url: str, proc: subprocess.Popen[bytes], within: float, describe: Any = None
-) -> None:
-    """Poll the health check at `url` until 200 (a server loading a model answers 503);
-    fail at once if `proc` exits, and after `within` seconds. `describe()` adds to errors
-    what the process said (its log's tail, say)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}: {_said(describe)}")
-        if healthy(url):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} not healthy within {within}s: {_said(describe)}")
-
-
-def _said(describe: Any) -> str:
-    return str(describe()) if describe is not None else ""
 
 
 def assert_no_server_error(case: Any, response: Any) -> None:

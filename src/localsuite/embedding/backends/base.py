@@ -1,9 +1,10 @@
 """What an embedding backend is, and the one thread a local model runs on.
 
     EmbeddingBackend (Protocol)
-    ├── sentence_transformers.SentenceTransformersBackend   local torch model (the default)
-    ├── fastembed.FastEmbedBackend                          local ONNX model (optional extra)
-    └── openai.OpenAIBackend                                any remote OpenAI-style /v1/embeddings
+    ├── LocalModel: a model in this process, on its one thread
+    │   ├── sentence_transformers.SentenceTransformersBackend   torch (the default)
+    │   └── fastembed.FastEmbedBackend                          ONNX (optional extra)
+    └── openai.OpenAIBackend                                    any remote /v1/embeddings
 
 A backend embeds one batch at a time; the micro-batcher (`embedding.batcher`) decides
 what goes in a batch. Configuration that cannot work is refused when the backend is
@@ -82,6 +83,37 @@ class ModelThread:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LocalModel:
+    """What the backends whose model runs in this process share: one `ModelThread`, on
+    which `_load` (idempotent; sets `_dim`) and `_embed` run, and one batch at a time."""
+
+    concurrency = 1
+
+    def __init__(self) -> None:
+        self._thread = ModelThread("embedding-model")
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    async def load(self) -> None:
+        await self._thread.run(self._load)
+
+    async def embed(self, texts: list[str]) -> Embedded:
+        return await self._thread.run(self._embed, texts)
+
+    async def close(self) -> None:
+        self._thread.close()
+
+    # --- on the model thread -----------------------------------------------------------
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _embed(self, texts: list[str]) -> Embedded:
+        raise NotImplementedError
 
 
 def as_matrix(rows: Any, expected: int) -> Vectors:

@@ -15,7 +15,7 @@ from typing import Any
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.embedding.backends.base import Embedded, ModelThread, as_matrix
+from localsuite.embedding.backends.base import Embedded, LocalModel, as_matrix
 from localsuite.embedding.bundled import BUNDLED_NAME
 
 log = logging.getLogger("localsuite.embedding")
@@ -50,9 +50,8 @@ def model_dir(settings: Settings, model: str) -> Path:
     return path
 
 
-class FastEmbedBackend:
+class FastEmbedBackend(LocalModel):
     kind = "fastembed"
-    concurrency = 1
 
     def __init__(self, settings: Settings) -> None:
         # The default EMBEDDING_MODEL names the bundled torch model; fastembed's is bge.
@@ -68,25 +67,11 @@ class FastEmbedBackend:
             )
         self._threads = settings.embedding_threads or None  # None: onnxruntime's own choice
         self._batch = settings.embedding_batch_size
-        self._thread = ModelThread("embedding-model")
         self._engine: Any = None
-        self._dim: int | None = None
-
-    @property
-    def dim(self) -> int | None:
-        return self._dim
+        super().__init__()
 
     def describe(self) -> dict[str, Any]:
         return {"source": str(self._path), "threads": self._threads}
-
-    async def load(self) -> None:
-        await self._thread.run(self._load)
-
-    async def embed(self, texts: list[str]) -> Embedded:
-        return await self._thread.run(self._embed, texts)
-
-    async def close(self) -> None:
-        self._thread.close()
 
     def _load(self) -> None:
         if self._engine is not None:

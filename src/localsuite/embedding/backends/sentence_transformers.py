@@ -10,6 +10,10 @@ retrieval. The window is therefore raised to what the model's position table all
 most 512 (never lowered). MiniLM was trained on short inputs, so vectors of 257-512-token
 texts are somewhat diluted; whole chunks being findable is worth more than that. Longer
 texts are truncated to the window; `/health` reports it as `max_tokens`.
+
+The libraries read a few variables from the environment once, when they load:
+`RUNTIME_ENVIRONMENT` is what the service's process starts with (`serve.py`), never
+written here.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.embedding.backends.base import LONG_INPUT_TOKENS, Embedded, ModelThread, as_matrix
+from localsuite.embedding.backends.base import LONG_INPUT_TOKENS, Embedded, LocalModel, as_matrix
 from localsuite.embedding.bundled import (
     BUNDLED_DISTRIBUTION,
     BUNDLED_NAME,
@@ -31,6 +35,18 @@ from localsuite.embedding.bundled import (
 )
 
 log = logging.getLogger("localsuite.embedding")
+
+RUNTIME_ENVIRONMENT = {
+    # The hub libraries: nothing is downloaded, no progress bars in a service's log.
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # OpenMP's idle threads spin for a long while by default, holding every core after
+    # each batch; on a small machine that starves the services that called us (measured
+    # with 2 cores: rag's embedding call took 100 ms instead of 7). A short spin keeps
+    # the threads hot between the operations of one batch, then they sleep.
+    "GOMP_SPINCOUNT": "10000",
+}
 
 
 def resolve_source(settings: Settings) -> tuple[str, Path | None]:
@@ -59,9 +75,8 @@ def resolve_source(settings: Settings) -> tuple[str, Path | None]:
     return BUNDLED_NAME, None
 
 
-class SentenceTransformersBackend:
+class SentenceTransformersBackend(LocalModel):
     kind = "sentence-transformers"
-    concurrency = 1
 
     def __init__(self, settings: Settings) -> None:
         if importlib.util.find_spec("sentence_transformers") is None:
@@ -72,14 +87,9 @@ class SentenceTransformersBackend:
         self.model, self._path = resolve_source(settings)
         self._cache = settings.embedding_cache
         self._threads = settings.embedding_threads or os.cpu_count() or 1
-        self._thread = ModelThread("embedding-model")
         self._st: Any = None
-        self._dim: int | None = None
         self.max_tokens: int | None = None
-
-    @property
-    def dim(self) -> int | None:
-        return self._dim
+        super().__init__()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -88,29 +98,10 @@ class SentenceTransformersBackend:
             "threads": self._threads,
         }
 
-    async def load(self) -> None:
-        await self._thread.run(self._load)
-
-    async def embed(self, texts: list[str]) -> Embedded:
-        return await self._thread.run(self._embed, texts)
-
-    async def close(self) -> None:
-        self._thread.close()
-
     # --- on the model thread ---------------------------------------------------------
     def _load(self) -> None:
         if self._st is not None:
             return
-        # Before the first import: the hub libraries read these once. No progress bars in
-        # a service's log.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        # OpenMP's idle threads spin for a long while by default, holding every core after
-        # each batch; on a small machine that starves the services that called us
-        # (measured with 2 cores: rag's embedding call took 100 ms instead of 7). A short
-        # spin keeps the threads hot between the operations of one batch, then they sleep.
-        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
         import torch
         from sentence_transformers import SentenceTransformer
 

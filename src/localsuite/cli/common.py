@@ -1,19 +1,23 @@
 """The `localsuite` command's app and what every command shares: settings, errors, output.
 
 The CLI is the only part of the suite that prints; its commands live beside this
-module, one module per concern (`stack`, `talk`, `documents`, `serve`).
+module, one module per concern (`stack`, `talk`, `documents`, `serve`), and what they
+show is drawn by the pure functions of `render`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from localsuite.core.settings import Settings
+
+if TYPE_CHECKING:
+    from localsuite.supervisor.client import ControlClient
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 # Piped or redirected output keeps whole table cells instead of rich's 80-column default.
@@ -34,7 +38,7 @@ def load_settings() -> Settings:
         raise fail(f"invalid configuration: {exc}", 2) from exc
 
 
-def control_client(settings: Settings) -> Any:
+def control_client(settings: Settings) -> ControlClient:
     from localsuite.supervisor.client import ControlClient, ControlError
 
     try:
