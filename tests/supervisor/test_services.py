@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,32 @@ def test_replicas_stop_in_the_wave_of_their_service() -> None:
         ["api-gateway"], ["inference-chat", "inference-chat-2"],
     ]  # fmt: skip
     assert waves({"b": ["a"], "a": [], "c": ["b"]}) == [["c"], ["b"], ["a"]]
+
+
+def test_chat_replicas_are_processes_of_one_service_on_ports_no_service_has(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(_env_file=None, chat_replicas=3, chat_replica_ports="9101,9102",
+                        models_dir=tmp_path)  # fmt: skip
+    specs = {s.name: s for s in build_services(settings, "p2")}
+    chat = [s for s in specs.values() if s.group == "inference-chat"]
+    assert [(s.name, s.port) for s in chat] == [
+        ("inference-chat", 8001), ("inference-chat-2", 9101), ("inference-chat-3", 9102),
+    ]  # fmt: skip
+    assert all(s.is_inference and "--port" in s.argv for s in chat)
+    # the gateway's default routing names the same servers, at the same addresses
+    assert [name for name, _ in settings.chat_backends] == [s.name for s in chat]
+    assert settings.chat_backends[2][1] == "http://127.0.0.1:9102/v1"
+    assert specs["api-gateway"].depends_on == ("inference-chat", "inference-code")
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [("8002", "rag's"), ("8101", "needs a port"), ("8000-8001", "api-gateway's")],
+)
+def test_replica_ports_are_checked(tmp_path: Path, ports: str, message: str) -> None:
+    replicas = 2 if message != "needs a port" else 3
+    settings = Settings(_env_file=None, chat_replicas=replicas, chat_replica_ports=ports,
+                        models_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        build_services(settings, "p1")

@@ -15,7 +15,7 @@ import pytest
 from localsuite.core.stack import HealthStatus
 from localsuite.supervisor.state import pid_alive
 from localsuite.testing.detached import DetachedStack
-from localsuite.testing.servers import wait_until
+from localsuite.testing.servers import free_port, wait_until
 
 pytestmark = pytest.mark.llama
 
@@ -28,8 +28,8 @@ def stack(tmp_path: Path) -> Iterator[DetachedStack]:
         yield stack
 
 
-def chat_once(stack: DetachedStack) -> httpx.Response:
-    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+def chat_once(stack: DetachedStack, text: str = "hi") -> httpx.Response:
+    body = {"model": "chat", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
     return httpx.post(f"{stack.gateway_url}/v1/chat/completions", json=body, timeout=60)
 
 
@@ -112,3 +112,26 @@ def test_a_taken_control_port_is_reported_before_anything_starts(tmp_path: Path)
     assert started.returncode == 1
     assert "control port" in started.stderr and "SUPERVISOR_PORT" in started.stderr
     assert "started" not in (tmp_path / "data/logs/supervisor.log").read_text()
+
+
+def test_chat_replicas_are_started_supervised_and_share_the_load(tmp_path: Path) -> None:
+    ports = f"{free_port()},{free_port()}"
+    with DetachedStack.create(tmp_path, CHAT_REPLICAS="3", CHAT_REPLICA_PORTS=ports) as stack:
+        started = stack.up("p1")
+        assert started.returncode == 0, started.stderr + started.stdout
+        states = {n: s["state"] for n, s in stack.state()["services"].items()}
+        assert states == {"inference-chat": "ready", "inference-chat-2": "ready",
+                          "inference-chat-3": "ready", "api-gateway": "ready"}  # fmt: skip
+        health = httpx.get(f"{stack.gateway_url}/health", timeout=10).json()
+        assert set(health["backends"]) == {"inference-chat", "inference-chat-2",
+                                           "inference-chat-3", "inference-code"}  # fmt: skip
+        served = {chat_once(stack, f"conversation {i}").headers["x-localsuite-backend"]
+                  for i in range(12)}  # fmt: skip
+        assert served == {"inference-chat", "inference-chat-2", "inference-chat-3"}
+        # a replica is supervised like any service: killed, it comes back
+        old = stack.service("inference-chat-2")["pid"]
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: stack.service("inference-chat-2")["pid"] not in (old, None)
+                   and stack.service("inference-chat-2")["state"] == "ready", 120,
+                   "the replica restarted")  # fmt: skip
+        assert stack.down().returncode == 0

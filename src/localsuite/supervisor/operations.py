@@ -138,9 +138,19 @@ async def drained(
 
 
 async def switch_model(sup: Supervisor, name: str, model: str) -> dict[str, Any]:
+    """Switch one process, or every replica of a service one after the other (each drained
+    while the others serve, so that the switch fails no request)."""
+    replicas = [s for s in sup.services.values() if s.spec.group == name and s.name != name]
     svc = inference_service(sup, name)
     entry = resolve_model(sup.models, model)
-    return await sup.run_operation(svc, f"switching to {entry.name}", _switch(sup, svc, entry))
+    result = await sup.run_operation(svc, f"switching to {entry.name}", _switch(sup, svc, entry))
+    if replicas:
+        result["replicas"] = [result.copy()]
+        for replica in replicas:
+            done = await sup.run_operation(replica, f"switching to {entry.name}",
+                                           _switch(sup, replica, entry))  # fmt: skip
+            result["replicas"].append(done)
+    return result
 
 
 async def _switch(sup: Supervisor, svc: SupervisedService, entry: ModelEntry) -> dict[str, Any]:

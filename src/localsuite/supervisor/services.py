@@ -20,7 +20,10 @@ mcp-server (the default).
 
 A spec is one process. Several processes may run one service (replicas, each on its own
 port): their specs share a `group`, the service's name, which is what `depends_on`
-names. A spec of a service run once has its own name as its group.
+names. A spec of a service run once has its own name as its group. `CHAT_REPLICAS=N`
+runs inference-chat N times: `inference-chat` on INFERENCE_PORT, `inference-chat-2` ...
+on `CHAT_REPLICA_PORTS` (8101-8116 by default, no service's port); the gateway's
+default routing shares chat-7b's load between them.
 """
 
 from __future__ import annotations
@@ -106,11 +109,38 @@ def health_check(
     )
 
 
+def replica_name(group: str, number: int) -> str:
+    """`inference-chat`, then `inference-chat-2`, ...: the names the gateway's default
+    routing gives the same servers (`Settings.chat_backends`)."""
+    return group if number == 1 else f"{group}-{number}"
+
+
+def _replica(name: str) -> tuple[str, int]:
+    for group in INFERENCE_SERVICES:
+        if name == group:
+            return group, 1
+        suffix = name.removeprefix(f"{group}-")
+        if suffix != name and suffix.isdigit() and int(suffix) >= 2:
+            return group, int(suffix)
+    raise ConfigError(f"{name!r} is not an inference service or one of its replicas")
+
+
 def inference_spec(
     name: str, settings: Settings, registry: ModelRegistry, model: str | None = None
 ) -> ServiceSpec:
-    """A llama-server service; `model` (a registry name) overrides the settings' model."""
-    plan = inference_plan(name, settings, registry, model=model)
+    """A llama-server process (`inference-chat`, or its replica `inference-chat-N` on the
+    N-1th port of `CHAT_REPLICA_PORTS`); `model` (a registry name) overrides the settings'."""
+    group, number = _replica(name)
+    port = None
+    if number > 1:
+        ports = settings.replica_ports
+        if number - 2 >= len(ports):
+            raise ConfigError(
+                f"{name} needs a port: CHAT_REPLICA_PORTS={settings.chat_replica_ports!r} lists "
+                f"{len(ports)}"
+            )
+        port = ports[number - 2]
+    plan = inference_plan(group, settings, registry, model=model, port=port)
     url = f"{settings.local_url(plan.port)}/health"
     return ServiceSpec(
         name,
@@ -118,7 +148,35 @@ def inference_spec(
         plan.port,
         health_check(settings, url, settings.inference_start_period),
         model=plan.model.name,
+        group=group,
     )
+
+
+def _service_ports(settings: Settings) -> dict[int, str]:
+    return {
+        settings.api_gateway_port: "api-gateway",
+        settings.inference_port: "inference-chat",
+        settings.rag_port: "rag",
+        settings.embedding_port: "embedding",
+        settings.inference_code_port: "inference-code",
+        settings.mcp_port: "mcp-server",
+        settings.supervisor_port: "the supervisor",
+    }
+
+
+def _replicas(settings: Settings, registry: ModelRegistry) -> list[ServiceSpec]:
+    """inference-chat and its `CHAT_REPLICAS - 1` replicas, on ports no service has."""
+    taken = _service_ports(settings)
+    specs = []
+    for number in range(1, settings.chat_replicas + 1):
+        spec = inference_spec(replica_name("inference-chat", number), settings, registry)
+        if number > 1 and spec.port in taken:
+            raise ConfigError(
+                f"CHAT_REPLICA_PORTS gives {spec.name} port {spec.port}, which is "
+                f"{taken[spec.port]}'s: choose ports no service of the suite uses"
+            )
+        specs.append(spec)
+    return specs
 
 
 def python_spec(name: str, settings: Settings, present: Iterable[str]) -> ServiceSpec:
@@ -147,12 +205,14 @@ def build_services(settings: Settings, preset: str) -> list[ServiceSpec]:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     present = PRESETS[preset]
     registry = ModelRegistry(settings.models_dir)
-    specs = {
-        name: inference_spec(name, settings, registry)
-        if name in INFERENCE_SERVICES
-        else python_spec(name, settings, present)
-        for name in present
-    }
+    specs: dict[str, ServiceSpec] = {}
+    for name in present:
+        if name == "inference-chat":
+            specs.update((s.name, s) for s in _replicas(settings, registry))
+        elif name in INFERENCE_SERVICES:
+            specs[name] = inference_spec(name, settings, registry)
+        else:
+            specs[name] = python_spec(name, settings, present)
     order = start_order({n: s.depends_on for n, s in specs.items()})
     return [specs[name] for name in order]
 
