@@ -29,16 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from localsuite.core.app import JSON, create_service_app, parse_json_object, read_body
+from localsuite.core.app import create_service_app, parse_json_object, read_body
 from localsuite.core.errors import (
     ANTHROPIC,
     OPENAI,
@@ -52,8 +50,8 @@ from localsuite.core.request_ids import request_id_of
 from localsuite.core.settings import Settings, environment
 from localsuite.gateway import schema
 from localsuite.gateway.config import RoutingConfig, default_routing, load_routing
-from localsuite.gateway.engine import Exchange, unknown_state
 from localsuite.gateway.gateway import Gateway
+from localsuite.gateway.handling import handle
 from localsuite.gateway.protocols import (
     CHAT,
     COMPLETIONS,
@@ -62,12 +60,8 @@ from localsuite.gateway.protocols import (
     RESPONSES,
     Protocol,
 )
-from localsuite.gateway.relay import StreamRelay, serve_plain
 
 log = logging.getLogger("localsuite.gateway")
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-PRIORITIES = {"interactive": 0, "batch": 1}
 
 
 def shape_for(path: str) -> ErrorShape:
@@ -123,61 +117,9 @@ def create_gateway_app(
     )
     app.state.gateway = gateway
 
-    async def counted(relay: StreamRelay, alias: str, endpoint: str) -> AsyncIterator[bytes]:
-        """The stream's events; the request is counted when it ends, by how it ended."""
-        outcome = "cancelled"  # the client left before the end
-        try:
-            async for event in relay.events():
-                yield event
-            outcome = "failed" if relay.failed else "ok"
-        finally:
-            elapsed = time.perf_counter() - relay.started_at
-            gateway.metrics.request(alias, endpoint, outcome, elapsed if outcome == "ok" else None)
-            gateway.remember(relay.exchange, getattr(relay.view, "response_id", None))
-
-    async def handle(request: Request, protocol: Protocol) -> Response:
-        started = time.perf_counter()
-        body = parse_json_object(await read_body(request, limit))
-        alias = gateway.resolve_alias(body)
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise InvalidRequest("`stream` must be true or false", param="stream")
-        protocol.validate(body)
-        engine = gateway.engine  # requests finish on the table they started with
-        exchange = Exchange(
-            alias,
-            protocol,
-            body,
-            engine.new_deadline(),
-            request_id_of(request),
-            affinity=_affinity(request, body, protocol, settings.gateway_affinity_entries > 0),
-            priority=_priority(request),
-            pinned=_pinned(gateway, engine.table, protocol, body),
-        )
-        endpoint = protocol.endpoint
-        try:
-            if stream and protocol.generates:
-                relay = StreamRelay(engine, gateway.relay, exchange)
-                attempt, count = await relay.start()
-                gateway.metrics.first_token(alias, time.perf_counter() - started)
-                return StreamingResponse(
-                    counted(relay, alias, endpoint),
-                    media_type="text/event-stream",
-                    headers={**SSE_HEADERS, **gateway.served_headers(attempt, count)},
-                )
-            served = await serve_plain(engine, gateway.relay, exchange)
-        except LocalSuiteError as exc:
-            gateway.metrics.request(alias, endpoint, exc.outcome, None)
-            raise
-        gateway.metrics.request(alias, endpoint, "ok", time.perf_counter() - started)
-        if protocol is RESPONSES:
-            gateway.remember(exchange, _id_of(served.body))
-        headers = gateway.served_headers(served.attempt, served.attempt.exchange.count)
-        return Response(served.body, served.status, headers, media_type=JSON)
-
     def route(path: str, protocol: Protocol, summary: str, model: Any, tag: str) -> None:
         async def endpoint(request: Request) -> Response:
-            return await handle(request, protocol)
+            return await handle(gateway, request, protocol)
 
         endpoint.__name__ = protocol.endpoint
         app.direct_route(path, endpoint)  # the hot path: no framework layers
@@ -216,6 +158,20 @@ def create_gateway_app(
     async def models() -> dict[str, Any]:
         return gateway.models()
 
+    _admin_routes(app, gateway, reload)
+    return app
+
+
+def _reload_on_signal(reload: Callable[[], dict[str, Any]]) -> None:
+    try:
+        result = reload()
+    except LocalSuiteError as exc:
+        log.error("SIGHUP: %s", exc.message)
+    else:
+        log.info("SIGHUP: routing table reloaded (%s)", result.get("source"))
+
+
+def _admin_routes(app: FastAPI, gateway: Gateway, reload: Callable[[], dict[str, Any]]) -> None:
     @app.get("/admin/backends/{name}", tags=["admin"], summary="One server's state")
     async def backend_state(name: str) -> dict[str, Any]:
         return {"backend": name, **gateway.server(name).describe()}
@@ -241,66 +197,3 @@ def create_gateway_app(
     )
     async def reload_route() -> dict[str, Any]:
         return reload()
-
-    return app
-
-
-def _reload_on_signal(reload: Callable[[], dict[str, Any]]) -> None:
-    try:
-        result = reload()
-    except LocalSuiteError as exc:
-        log.error("SIGHUP: %s", exc.message)
-    else:
-        log.info("SIGHUP: routing table reloaded (%s)", result.get("source"))
-
-
-def _affinity(
-    request: Request, body: dict[str, Any], protocol: Protocol, enabled: bool
-) -> str | None:
-    if not enabled:
-        return None
-    session = request.headers.get("x-session-id")
-    if session:
-        return f"session:{session}"
-    user = body.get("user")
-    if isinstance(user, str) and user:
-        return f"user:{user}"
-    return protocol.affinity_key(body)
-
-
-def _priority(request: Request) -> int:
-    given = request.headers.get("x-priority")
-    if given is None:
-        return 0
-    priority = PRIORITIES.get(given.strip().lower())
-    if priority is None:
-        raise InvalidRequest(
-            f"x-priority must be one of {', '.join(PRIORITIES)}, not {given!r}", param="x-priority"
-        )
-    return priority
-
-
-def _pinned(gateway: Gateway, table: Any, protocol: Protocol, body: dict[str, Any]) -> Any:
-    """The deployment that holds the state a request refers to (`previous_response_id`)."""
-    if protocol is not RESPONSES:
-        return None
-    previous = body.get("previous_response_id")
-    if previous is None:
-        return None
-    if not isinstance(previous, str) or not previous:
-        raise InvalidRequest("`previous_response_id` must be a response id",
-                             param="previous_response_id")  # fmt: skip
-    holder = gateway.states.get(previous)
-    deployment = table.deployments.get(holder) if holder else None
-    if deployment is None:
-        raise unknown_state("previous_response_id", previous)
-    return deployment
-
-
-def _id_of(body: bytes) -> str | None:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from localsuite.core.breaker import BreakerState, CircuitBreaker
+from localsuite.core.breaker import CircuitBreaker
 from localsuite.gateway.config import DeploymentSpec
+from localsuite.gateway.outcomes import Outcome
 from localsuite.gateway.servers import Server
 
 
@@ -37,6 +38,7 @@ class Deployment:
         self.breaker = breaker
         self.in_flight = 0
         self.served = 0
+        self.last_error: str | None = None  # what its last failed attempt met
         self._on_release = on_release
 
     @property
@@ -65,8 +67,20 @@ class Deployment:
         failure = self.load_failure
         if failure is not None:
             return f"the server says {self.spec.model!r} {failure}"
-        reason = self.server.last_error if self.breaker.state is BreakerState.OPEN else None
-        return f"circuit {self.breaker.state.value} ({reason or 'recent failures'})"
+        return f"circuit {self.breaker.state.value} ({self.last_error or 'recent failures'})"
+
+    def judge(self, outcome: Outcome, detail: str) -> None:
+        """An attempt's outcome, for the breaker (the deployment's own failures) and the
+        server's probe (asked to look at once when the whole server may be gone)."""
+        if outcome.deployment_failure:
+            self.breaker.record_failure()
+            self.last_error = detail or outcome.value
+        elif outcome.answered:
+            self.breaker.record_success()
+        else:  # unreachable (the server's business), deadline, cancelled: no verdict
+            self.breaker.release()
+        if outcome.suspicious:
+            self.server.nudge()
 
     def claim(self) -> bool:
         """Take a slot for one attempt; False if the breaker refuses (a trial is out)."""
@@ -90,4 +104,5 @@ class Deployment:
             "limit": self.limit,
             "served": self.served,
             "load_failure": self.load_failure,
+            "last_error": self.last_error,
         }

@@ -108,6 +108,29 @@ class Exchange:
         if entry not in self.notes:
             self.notes.append(entry)
 
+    def learn(
+        self,
+        outcome: Outcome,
+        deployment: Deployment,
+        detail: str,
+        retry_after: float | None,
+        answer: ErrorAnswer | None,
+    ) -> None:
+        """What an attempt's outcome tells the rest of this request."""
+        self.outcomes.append(outcome)
+        if outcome is Outcome.OK:
+            self.served_by = deployment
+        elif outcome is Outcome.UNREACHABLE:
+            self.unreachable.add(deployment.server.name)
+        elif outcome is Outcome.RATE_LIMITED:
+            self.rate_limited.append(retry_after)
+        elif outcome is Outcome.CONTEXT_LENGTH:
+            self.context_error = answer
+        elif outcome in (Outcome.GARBAGE, Outcome.STREAM_ERROR):
+            self.garbage = True
+        if detail and outcome not in (Outcome.OK, Outcome.CANCELLED):
+            self.note(deployment.id, detail)
+
 
 class Attempt:
     """One try of one deployment; `record()` is how its outcome reaches everyone."""
@@ -141,33 +164,10 @@ class Attempt:
         self.outcome = outcome
         self.retry_after = retry_after
         deployment, exchange = self.deployment, self.exchange
-        exchange.outcomes.append(outcome)
-        breaker = deployment.breaker
-        if outcome in (Outcome.OK, Outcome.CLIENT_ERROR, Outcome.CONTEXT_LENGTH,
-                       Outcome.UNSUITABLE):  # fmt: skip
-            breaker.record_success()
-        elif outcome.deployment_failure:
-            breaker.record_failure()
-        else:  # unreachable (the server's), deadline, cancelled: nobody's verdict
-            breaker.release()
-        if outcome.suspicious:
-            deployment.server.nudge()
-        if outcome is Outcome.UNREACHABLE:
-            exchange.unreachable.add(deployment.server.name)
-        elif outcome is Outcome.RATE_LIMITED:
-            exchange.rate_limited.append(retry_after)
-        elif outcome is Outcome.CONTEXT_LENGTH:
-            exchange.context_error = answer
-        elif outcome in (Outcome.GARBAGE, Outcome.STREAM_ERROR):
-            exchange.garbage = True
+        deployment.judge(outcome, detail)
+        exchange.learn(outcome, deployment, detail, retry_after, answer)
         if outcome is Outcome.OK:
-            deployment.served += 1
-            exchange.served_by = deployment
             self.engine.admission.balancer.served(exchange.affinity, deployment)
-        elif detail and outcome is not Outcome.CANCELLED:
-            exchange.note(deployment.id, detail)
-            if outcome.deployment_failure or outcome is Outcome.UNREACHABLE:
-                deployment.server.last_error = detail
         self.engine.metrics.attempt(deployment.id, outcome.value)
         if outcome.deployment_failure or outcome is Outcome.UNREACHABLE:
             log.info("[%s] %s: attempt %d on %s: %s (%s)", exchange.request_id, exchange.alias,

@@ -53,6 +53,11 @@ class Outcome(enum.Enum):
         return self in _DEPLOYMENT_FAILURES
 
     @property
+    def answered(self) -> bool:
+        """The deployment answered sanely, whatever it said of the request."""
+        return self in _ANSWERED
+
+    @property
     def retryable(self) -> bool:
         """Worth one more try on the same deployment."""
         return self in (Outcome.RATE_LIMITED, Outcome.HTTP_ERROR)
@@ -63,6 +68,9 @@ class Outcome(enum.Enum):
         return self in (Outcome.UNREACHABLE, Outcome.NO_ANSWER, Outcome.CUT, Outcome.GARBAGE)
 
 
+_ANSWERED = frozenset(
+    {Outcome.OK, Outcome.CLIENT_ERROR, Outcome.CONTEXT_LENGTH, Outcome.UNSUITABLE}
+)
 _FINAL = frozenset({Outcome.OK, Outcome.CLIENT_ERROR, Outcome.DEADLINE, Outcome.CANCELLED})
 _DEPLOYMENT_FAILURES = frozenset(
     {
