@@ -25,6 +25,12 @@ def make(
     return breaker, clock, seen
 
 
+def trip(breaker: CircuitBreaker) -> None:
+    """Open it the way traffic does: as many failures in a row as it allows."""
+    for _ in range(breaker.failure_threshold):
+        breaker.record_failure()
+
+
 @pytest.mark.parametrize(
     ("events", "state"),
     [
@@ -51,7 +57,7 @@ def test_transitions(events: list[str], state: BreakerState) -> None:
         elif event == "ok":
             breaker.record_success()
         elif event == "trip":
-            breaker.trip()
+            trip(breaker)
         elif event == "wait":
             clock.now += 5.0
         elif event == "probe":
@@ -63,7 +69,7 @@ def test_transitions(events: list[str], state: BreakerState) -> None:
 
 def test_open_refuses_and_half_open_admits_one_trial_at_a_time() -> None:
     breaker, clock, _ = make()
-    breaker.trip()
+    trip(breaker)
     assert not breaker.allow_request() and not breaker.would_allow()
     clock.now += 5
     breaker.probe_succeeded()

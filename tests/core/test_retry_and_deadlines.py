@@ -124,7 +124,9 @@ def test_deadline_arithmetic() -> None:
 
 def test_timeouts_are_one_validated_value() -> None:
     timeouts = Timeouts(connect=1, first_byte=2, idle=3, total=4)
-    assert timeouts.override(idle=9, total=None) == Timeouts(1, 2, 9, 4)
+    assert timeouts == Timeouts(1, 2, 3, 4)
+    with pytest.raises(AttributeError):
+        timeouts.idle = 9  # type: ignore[misc]  # frozen: one value, passed down as it is
     with pytest.raises(ValueError, match="first_byte"):
         Timeouts(connect=1, first_byte=0, idle=1, total=1)
 

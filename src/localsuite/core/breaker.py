@@ -1,6 +1,6 @@
 """Circuit breaker: keeps requests away from a backend that keeps failing.
 
-    closed ──(failure_threshold consecutive failures, or trip())──▶ open
+    closed ──(failure_threshold consecutive failures)──▶ open
     open ──(cooldown elapsed and a health probe succeeds)──▶ half_open
     open ──(a probe sees the backend back after it was down)──▶ half_open   (no cooldown)
     half_open ──(trial request succeeds)──▶ closed
@@ -87,10 +87,6 @@ class CircuitBreaker:
     def release(self) -> None:
         """A claimed trial ended without a verdict (the client went away)."""
         self._trial_in_flight = False
-
-    def trip(self) -> None:
-        """Open at once: the backend is known to be unable to answer."""
-        self._open()
 
     def probe_succeeded(self, *, came_back: bool = False) -> None:
         """A health probe passed: an open breaker past its cooldown may try a request.

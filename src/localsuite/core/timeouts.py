@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 Clock = Callable[[], float]
 
@@ -31,10 +31,6 @@ class Timeouts:
         for name in ("connect", "first_byte", "idle", "total"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"timeout {name!r} must be positive")
-
-    def override(self, **phases: float | None) -> Timeouts:
-        """A copy with the given phases replaced; `None` keeps the current value."""
-        return replace(self, **{k: v for k, v in phases.items() if v is not None})
 
 
 class Deadline:
