@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from localsuite.core.auth import refuse_exposure
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings, environment
 
@@ -60,6 +61,7 @@ def serve(service: str, settings: Settings, port: int | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    refuse_exposure(settings, service)
     app, default_port = build_app(service, settings)
     uvicorn.run(
         app,

@@ -95,15 +95,20 @@ async def test_bad_requests(
     assert r.json()["error"]["code"] == code
 
 
-async def test_api_key_guards_everything_but_liveness() -> None:
+async def test_api_key_guards_everything_but_health_and_metrics() -> None:
     async with client(make_app(api_key="k")) as c:
-        assert (await c.get("/health/live")).status_code == 200
-        denied = await c.get("/health")
+        for open_path in ("/health/live", "/health", "/metrics"):  # orchestrators probe them
+            assert (await c.get(open_path)).status_code == 200, open_path
+        denied = await c.get("/openapi.json")
         assert (
             denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
         )
-        assert (await c.get("/health", headers={"Authorization": "Bearer nope"})).status_code == 401
-        assert (await c.get("/health", headers={"Authorization": "Bearer k"})).status_code == 200
+        wrong = await c.get("/openapi.json", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (
+            await c.get("/openapi.json", headers={"Authorization": "Bearer k"})
+        ).status_code == 200
+        assert (await c.get("/openapi.json", headers={"x-api-key": "k"})).status_code == 200
 
 
 async def test_health_is_503_with_retry_after_when_a_hard_dependency_fails() -> None:

@@ -70,11 +70,12 @@ def test_a_503_fails_and_says_why(service: Service) -> None:
     assert result.detail.startswith("503 from") and "dependency" in result.detail
 
 
-def test_without_the_key_health_fails_with_a_hint(service: Service) -> None:
-    result = probe(f"{service.url}/health", api_key=None)
-    assert result.ok is (service.api_key is None)
+def test_health_answers_without_the_key_and_a_guarded_path_says_which(service: Service) -> None:
+    assert probe(f"{service.url}/health", api_key=None).ok  # orchestrators probe keyless
+    guarded = probe(f"{service.url}/openapi.json", api_key=None)
+    assert guarded.ok is (service.api_key is None)
     if service.api_key:
-        assert result.detail.startswith("401 from") and "LOCALSUITE_API_KEY" in result.detail
+        assert guarded.detail.startswith("401 from") and "LOCALSUITE_API_KEY" in guarded.detail
 
 
 def test_nothing_listening_fails_without_raising() -> None:

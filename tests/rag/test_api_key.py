@@ -51,7 +51,7 @@ def test_the_key_is_demanded_and_passed_along(tmp_path: Path) -> None:
                 serve_in_thread(create_rag_app(settings)) as rag_url,
                 httpx.Client(base_url=rag_url, timeout=60) as rag,
             ):
-                assert rag.get("/health").status_code == 401
+                assert rag.get("/collections").status_code == 401  # /health is open
                 wait_until(lambda: ready(rag_url), 30, "rag to see its dependencies")
 
                 job = rag.post("/index", headers=AUTH).json()["job"]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from localsuite.core.http import bearer
 from localsuite.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def control_client(settings: Settings) -> ControlClient:
 
 
 def auth_headers(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    return bearer(settings.api_key)
 
 
 @app.callback()

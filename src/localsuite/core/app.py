@@ -4,9 +4,9 @@
 
 - the error handlers: every failure leaves in the shape of the protocol its path speaks
   (`error_shape(path)`: OpenAI's unless the service says otherwise), a bug as 500;
-- optional API-key auth (`LOCALSUITE_API_KEY`): `Authorization: Bearer <key>` or
-  `x-api-key: <key>` (Anthropic's clients send that one) on every path except
-  `/health/live`;
+- who may call what (`core.auth`): the API key for use, the admin key for what changes
+  the service, loopback callers alone for that when no key is set; health and metrics
+  open;
 - request ids (`core.request_ids`): the client's `x-request-id`, or a new one, on every
   answer;
 - direct routes (`ServiceApp.direct_route`): POST paths on a service's hot path that skip
@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from localsuite import __version__
+from localsuite.core.auth import Access, AdminRoutes, admin_under_slash_admin
 from localsuite.core.errors import (
     OPENAI,
     ErrorShape,
@@ -44,7 +44,6 @@ from localsuite.core.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    Unauthorized,
     Unprocessable,
 )
 from localsuite.core.health import HealthSource
@@ -54,7 +53,6 @@ from localsuite.core.request_ids import request_id_from
 
 log = logging.getLogger("localsuite")
 
-OPEN_PATHS = frozenset({"/health/live"})
 JSON = "application/json"
 
 
@@ -70,48 +68,26 @@ def error_response(error: LocalSuiteError, shape: ErrorShape = OPENAI) -> Respon
     return Response(rendered.body, rendered.status, rendered.headers, media_type=JSON)
 
 
-class KeyCheck:
-    """The key (`Authorization: Bearer <key>` or `x-api-key: <key>`), compared in constant
-    time; the one place both are read."""
+class AccessMiddleware:
+    """Applies `core.auth.Access` to every HTTP call."""
 
-    def __init__(self, key: str) -> None:
-        self._bearer = f"Bearer {key}".encode()
-        self._key = key.encode()
-
-    def allows(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        ok = False
-        for name, value in headers:
-            if name == b"authorization":
-                ok |= hmac.compare_digest(value, self._bearer)
-            elif name == b"x-api-key":
-                ok |= hmac.compare_digest(value, self._key)
-        return ok
-
-    @staticmethod
-    def refusal() -> Unauthorized:
-        return Unauthorized(
-            "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-        )
-
-
-class ApiKeyMiddleware:
-    """Demands the key on every HTTP path but the open ones."""
-
-    def __init__(self, app: ASGIApp, key: str, shape_for: ShapeForPath = openai_everywhere) -> None:
+    def __init__(self, app: ASGIApp, access: Access, shape_for: ShapeForPath) -> None:
         self.app = app
-        self._check = KeyCheck(key)
+        self._access = access
         self._shape_for = shape_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] in OPEN_PATHS
-            or self._check.allows(scope["headers"])
-        ):
+        refusal = _refusal(self._access, scope) if scope["type"] == "http" else None
+        if refusal is None:
             await self.app(scope, receive, send)
             return
-        error = self._check.refusal()
-        await error_response(error, self._shape_for(scope["path"]))(scope, receive, send)
+        await error_response(refusal, self._shape_for(scope["path"]))(scope, receive, send)
+
+
+def _refusal(access: Access, scope: Scope) -> LocalSuiteError | None:
+    client = scope.get("client")
+    return access.refusal(scope["method"], scope["path"], scope["headers"],
+                          client[0] if client else None)  # fmt: skip
 
 
 DirectHandler = Callable[[Request], Awaitable[Response]]
@@ -120,9 +96,9 @@ DirectHandler = Callable[[Request], Awaitable[Response]]
 class ServiceApp(FastAPI):
     """FastAPI with request ids on every answer, and direct routes (see the module)."""
 
-    def setup_service(self, key: str | None, shape_for: ShapeForPath) -> None:
+    def setup_service(self, access: Access, shape_for: ShapeForPath) -> None:
         self.direct: dict[str, DirectHandler] = {}
-        self.key_check = KeyCheck(key) if key else None
+        self.access = access
         self.shape_for = shape_for
 
     def direct_route(self, path: str, handler: DirectHandler) -> None:
@@ -153,8 +129,9 @@ class ServiceApp(FastAPI):
     async def _direct(self, handler: DirectHandler, scope: Scope, receive: Receive
                       ) -> Response | None:  # fmt: skip
         shape = self.shape_for(scope["path"])
-        if self.key_check is not None and not self.key_check.allows(scope["headers"]):
-            return error_response(self.key_check.refusal(), shape)
+        refusal = _refusal(self.access, scope)
+        if refusal is not None:
+            return error_response(refusal, shape)
         request = Request(scope, receive)
         try:
             return await handler(request)
@@ -214,6 +191,8 @@ def create_service_app(
     health: HealthSource,
     registry: CollectorRegistry,
     api_key: str | None = None,
+    admin_key: str | None = None,
+    admin_routes: AdminRoutes = admin_under_slash_admin,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     description: str = "",
     error_shape: ShapeForPath = openai_everywhere,
@@ -224,10 +203,10 @@ def create_service_app(
         description=description,
         lifespan=lifespan,
     )
-    app.setup_service(api_key, error_shape)
+    access = Access(api_key, admin_key, admin_routes)
+    app.setup_service(access, error_shape)
     install_error_handlers(app, error_shape)
-    if api_key:
-        app.add_middleware(ApiKeyMiddleware, key=api_key, shape_for=error_shape)
+    app.add_middleware(AccessMiddleware, access=access, shape_for=error_shape)
 
     @app.get("/health/live", tags=["health"], summary="Liveness: the process serves HTTP")
     async def live() -> dict[str, Any]:

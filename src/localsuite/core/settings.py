@@ -154,10 +154,13 @@ class Settings(BaseSettings):
 
     # --- security and logs -----------------------------------------------------------
     localsuite_api_key: SecretStr | None = None
+    localsuite_admin_key: SecretStr | None = None  # admin routes; default: the API key
+    localsuite_allow_no_auth: bool = False  # listen beyond loopback with no key anyway
     log_level: str = "INFO"
 
     @field_validator(
         "localsuite_api_key",
+        "localsuite_admin_key",
         "embedding_remote_api_key",
         "gateway_config",
         "embedding_model_path",
@@ -261,6 +264,12 @@ class Settings(BaseSettings):
     @property
     def api_key(self) -> str | None:
         return self.localsuite_api_key.get_secret_value() if self.localsuite_api_key else None
+
+    @property
+    def admin_key(self) -> str | None:
+        """The key of admin routes: LOCALSUITE_ADMIN_KEY, or else the API key."""
+        given = self.localsuite_admin_key
+        return given.get_secret_value() if given else self.api_key
 
 
 def environment(env_file: Path | str | None = ".env") -> dict[str, str]:

@@ -53,6 +53,7 @@ def create_embedding_app(settings: Settings, backend: EmbeddingBackend | None = 
         health=service.health,
         registry=service.registry,
         api_key=settings.api_key,
+        admin_key=settings.admin_key,
         lifespan=lifespan,
         description="Text embeddings from a local model, or a remote OpenAI-style API.",
     )

@@ -111,6 +111,7 @@ def create_gateway_app(
         health=gateway.health,
         registry=gateway.registry,
         api_key=settings.api_key or routing.master_key,
+        admin_key=settings.admin_key or routing.master_key,
         lifespan=lifespan,
         description="OpenAI- and Anthropic-compatible router with failover between backends.",
         error_shape=shape_for,

@@ -165,8 +165,9 @@ def _policy_from_settings(settings: Settings) -> RouterPolicy:
 
 
 def default_routing(settings: Settings) -> RoutingConfig:
-    chat = [ServerSpec(name, url) for name, url in settings.chat_backends]
-    code = ServerSpec("inference-code", settings.code_backend_url)
+    key = settings.api_key  # the suite's llama-servers demand its key too
+    chat = [ServerSpec(name, url, key) for name, url in settings.chat_backends]
+    code = ServerSpec("inference-code", settings.code_backend_url, key)
     servers = {s.name: s for s in [*chat, code]}
     deployments = {s.name: DeploymentSpec(s.name) for s in servers.values()}
     chat_alias, code_alias = settings.api_gateway_chat_model, settings.api_gateway_code_model

@@ -62,4 +62,22 @@ def inference_plan(
         "--no-webui",
         "--metrics",
     ]  # fmt: skip
+    if settings.api_key:  # the suite's key guards llama-server too (its /health stays open)
+        argv += ["--api-key-file", str(key_file(settings))]
     return InferencePlan(service, entry, listen_port, argv)
+
+
+def key_file(settings: Settings) -> Path:
+    """Where llama-server reads the suite's key: a file only its owner reads, so that the
+    key is in no command line (`ps` shows those to every user)."""
+    return settings.data_dir / "run" / "llama-api-key"
+
+
+def write_key_file(settings: Settings) -> None:
+    if not settings.api_key:
+        return
+    path = key_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(settings.api_key + "\n")

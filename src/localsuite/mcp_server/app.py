@@ -68,6 +68,7 @@ def create_mcp_app(settings: Settings) -> FastAPI:
         health=health,
         registry=registry,
         api_key=settings.api_key,
+        admin_key=settings.admin_key,
         lifespan=lifespan,
         description="MCP tools over the suite: chat, rag_search, index_documents, "
         "list_models, switch_model, stack_status (streamable HTTP at /mcp).",

@@ -16,6 +16,7 @@ from localsuite.core.http import (
     ConnectionLost,
     ErrorAnswer,
     NoAnswer,
+    bearer,
     call_json,
     create_session,
 )
@@ -58,7 +59,7 @@ class Remote:
         try:
             return await call_json(
                 self.suite.session, method, f"{self.url}{path}", budget=budget,
-                payload=payload, headers=self.suite.headers, what=self.name,
+                payload=payload, headers=self.suite.headers_for(self.name), what=self.name,
             )  # fmt: skip
         except NoAnswer as exc:
             raise self.no_answer(exc, budget) from exc
@@ -119,8 +120,9 @@ class Suite:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        key = settings.api_key
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers = bearer(settings.api_key)
+        # a model switch changes the stack: the supervisor wants the admin key
+        self.admin_headers = bearer(settings.admin_key)
         self.gateway = Remote("api-gateway", settings.gateway_service_url, GATEWAY_HINT, self)
         self.rag = Remote("rag", settings.rag_service_url, RAG_HINT, self)
         self.supervisor = Remote(
@@ -128,6 +130,9 @@ class Suite:
         )
         self._session: aiohttp.ClientSession | None = None
         self._users = 0
+
+    def headers_for(self, service: str) -> dict[str, str]:
+        return self.admin_headers if service == "supervisor" else self.headers
 
     @property
     def session(self) -> aiohttp.ClientSession:

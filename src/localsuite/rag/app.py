@@ -91,6 +91,8 @@ def create_rag_app(settings: Settings) -> FastAPI:
         health=service.health,
         registry=service.registry,
         api_key=settings.api_key,
+        admin_key=settings.admin_key,
+        admin_routes=lambda method, _: method == "DELETE",  # deleting a collection
         lifespan=lifespan,
         description="Index documents into Qdrant and answer questions with their sources.",
     )

@@ -17,6 +17,7 @@ import orjson
 from localsuite.core.http import (
     BadAnswer,
     ErrorAnswer,
+    bearer,
     call_json,
     parse_retry_after,
     translate_errors,
@@ -32,7 +33,7 @@ class Embedded:
 
 def auth(api_key: str | None) -> dict[str, str]:
     """The suite's key (`LOCALSUITE_API_KEY`): every service of the suite demands it."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return bearer(api_key)
 
 
 class EmbeddingClient:

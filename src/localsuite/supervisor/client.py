@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import httpx
 
+from localsuite.core.http import bearer
 from localsuite.core.settings import Settings
 from localsuite.core.stack import ProcessState, StackState
 from localsuite.supervisor.process import KILL_WAIT
@@ -84,8 +85,7 @@ class ControlClient:
             base_url = state.control_url or settings.supervisor_service_url
         self.base_url = base_url.rstrip("/")
         self.operation_wait = operation_bound(settings)
-        key = settings.api_key
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers = bearer(settings.admin_key)  # restarts and switches are admin
 
     def call(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, wait: float = 30.0

@@ -61,6 +61,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from localsuite.core.app import create_service_app
+from localsuite.core.auth import SAFE_METHODS
 from localsuite.core.errors import ConfigError
 from localsuite.core.health import Check, HealthReport
 from localsuite.core.settings import Settings
@@ -96,6 +97,8 @@ def create_control_app(sup: Supervisor) -> FastAPI:
         health=health,
         registry=sup.registry,
         api_key=sup.settings.api_key,
+        admin_key=sup.settings.admin_key,
+        admin_routes=lambda method, _: method not in SAFE_METHODS,  # restart, switch
         description="The supervisor's control API: status, restarts and model switches.",
     )
 

@@ -32,9 +32,10 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from localsuite.core.auth import refuse_exposure
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.inference.command import INFERENCE_SERVICES, inference_plan
+from localsuite.inference.command import INFERENCE_SERVICES, inference_plan, write_key_file
 from localsuite.inference.registry import ModelRegistry
 from localsuite.supervisor.health import HealthCheck
 
@@ -203,6 +204,8 @@ def build_services(settings: Settings, preset: str) -> list[ServiceSpec]:
     """The preset's services in start order."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    refuse_exposure(settings, "the stack")  # before anything starts
+    write_key_file(settings)
     present = PRESETS[preset]
     registry = ModelRegistry(settings.models_dir)
     specs: dict[str, ServiceSpec] = {}

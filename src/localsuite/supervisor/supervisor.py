@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from localsuite.core.errors import LocalSuiteError, NotFound, ServiceUnavailable
-from localsuite.core.http import create_session
+from localsuite.core.http import bearer, create_session
 from localsuite.core.metrics import SupervisorMetrics, new_registry
 from localsuite.core.settings import Settings
 from localsuite.core.stack import ProcessState, StackState
@@ -93,7 +93,8 @@ class Supervisor:
             self.groups.setdefault(svc.spec.group, []).append(svc)
         self.stopping = False
         self.control_url: str | None = None
-        self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        # the admin key: it drains backends at the gateway (and opens every other route)
+        self.headers = bearer(settings.admin_key)
         self._stop = asyncio.Event()
         self._operations: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
