@@ -100,7 +100,7 @@ class Call:
     def expected(self) -> int | None:
         """401, 403, or None (allowed: whatever the route itself then answers)."""
         admin = ADMIN[self.service](self.method, self.path)
-        if self.path in OPEN or self.path == "/openapi.json" and not self.keyed:
+        if self.path in OPEN or (self.path == "/openapi.json" and not self.keyed):
             return None
         if not self.keyed:
             return 403 if admin and self.caller == "remote" else None
