@@ -33,6 +33,7 @@ from .stack import ComposeStack
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results" / "compose.json"
+LOGS = REPO / "bench" / "results" / "compose-logs.txt"  # every container's, at `down`
 PROFILE = "p3"
 SERVICE_UID = 10001  # deploy/Dockerfile's user: rag writes under DATA_DIR
 
@@ -48,6 +49,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("Compose figures")
     for name, value in FIGURES.items():
         terminalreporter.write_line(f"{name}: {value}")
+    terminalreporter.write_line(f"(the containers' logs: {LOGS})")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(FIGURES, indent=2) + "\n")
 
@@ -133,9 +135,6 @@ def stack(docker: str, settings: Settings) -> Iterator[ComposeStack]:
     try:
         yield stack
     finally:
-        subprocess.run(
-            ["docker-compose", "-p", project, "-f", str(file), "--profile", PROFILE, "down"],
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
+        if stack.leftovers()["containers"]:  # a test failed before `down`
+            stack.save_logs(LOGS)
+            stack.compose("down", check=False)

@@ -29,12 +29,18 @@ class ComposeStack:
     project: str
     profile: str
 
-    def compose(self, *args: str, timeout: float = COMPOSE_TIMEOUT) -> str:
+    def compose(self, *args: str, timeout: float = COMPOSE_TIMEOUT, check: bool = True) -> str:
         argv = ["docker-compose", "-p", self.project, "-f", str(self.file)]
         argv += ["--profile", self.profile, *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        assert done.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{done.stderr}"
+        if check:
+            assert done.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{done.stderr}"
         return done.stdout
+
+    def save_logs(self, path: Path) -> None:
+        """Every container's log, with Docker's timestamps, into `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.compose("logs", "--no-color", "--timestamps", check=False))
 
     def cli(self, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(
