@@ -256,6 +256,14 @@ if model is not None and not (Path(sys.argv[1]) / model.name).exists():
     "$PY" -m localsuite.deploy.compose --local >"$STACK_FILE"
   step "docker-compose up ($profile) from $STACK_FILE"
   docker-compose -p "$PROJECT" -f "$STACK_FILE" --profile "$profile" up -d
+  # `up -d` returns once the last services start; wait until their checks pass too.
+  local ids waited=0
+  ids="$(docker-compose -p "$PROJECT" -f "$STACK_FILE" --profile "$profile" ps -q)"
+  # shellcheck disable=SC2086  # one id a word
+  until ! dk inspect -f '{{.State.Health.Status}}' $ids | grep -qv '^healthy$'; do
+    ((waited++ < 300)) || fail "not every service healthy after 300 s (docker-compose ps, logs)"
+    sleep 1
+  done
   docker-compose -p "$PROJECT" -f "$STACK_FILE" --profile "$profile" ps
 }
 
