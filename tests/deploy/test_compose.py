@@ -17,12 +17,19 @@ import yaml
 
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.deploy.compose import render_compose, render_compose_template, render_gpu_override
+from localsuite.deploy.compose import (
+    LOCAL,
+    main,
+    render_compose,
+    render_compose_template,
+    render_gpu_override,
+)
 from localsuite.deploy.containers import (
     BUNDLED_GGUF,
     DEPENDS_ON,
     LLAMA_CUDA_IMAGE,
     LLAMA_IMAGE,
+    LOCAL_LLAMA_IMAGE,
     PYTHON_SERVICES,
     QDRANT_IMAGE,
     SUITE_IMAGE,
@@ -182,6 +189,43 @@ def test_a_model_name_means_a_file_in_models_dir(name: str, file: str) -> None:
 def test_a_model_path_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a path"):
         model_file("../elsewhere/x.gguf")
+
+
+# --- the local variant: what `make compose-test` runs -----------------------------------------
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_the_local_variant_has_no_qdrant_server_and_local_images(
+    compose_config: ComposeConfig, clean_settings_env: None, tmp_path: Path, preset: str
+) -> None:
+    settings = Settings(_env_file=None, models_dir=tmp_path / "m", data_dir=tmp_path / "d")
+    rendered = tmp_path / "local.yml"
+    rendered.write_text(render_compose(settings, LOCAL))
+    services = compose_config([rendered], profile=preset)["services"]
+    assert in_profile({"services": services}, preset) == set(PRESETS[preset])  # no qdrant
+    assert "qdrant" not in services
+    for name, service in services.items():
+        assert "build" not in service, name  # built beforehand by deploy/local-engine.sh
+        expected = LOCAL_LLAMA_IMAGE if name in INFERENCE else SUITE_IMAGE
+        assert service["image"] == expected, name
+        for dependency, condition in normalise_depends_on(service).items():
+            assert condition == "service_healthy" and dependency in services, (name, dependency)
+        if name in PYTHON_SERVICES:
+            assert service["environment"]["QDRANT_URL"] == ""  # rag's embedded Qdrant
+    if "rag" in services:
+        assert set(normalise_depends_on(services["rag"])) == {"embedding", "api-gateway"}
+        assert services["rag"]["volumes"][0]["source"] == str(tmp_path / "d")
+
+
+def test_the_local_variant_from_the_command_line(
+    clean_settings_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--local"]) == 0
+    services = yaml.safe_load(capsys.readouterr().out)["services"]
+    assert "qdrant" not in services
+    assert services["inference-chat"]["image"] == LOCAL_LLAMA_IMAGE
+    assert main([]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["services"]["qdrant"]["image"] == QDRANT_IMAGE
 
 
 # --- the one-machine mode and Compose agree -------------------------------------------------

