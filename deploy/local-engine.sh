@@ -253,6 +253,7 @@ from localsuite.inference.registry import bundled_model
 model = bundled_model()
 if model is not None and not (Path(sys.argv[1]) / model.name).exists():
     shutil.copy(model.path, sys.argv[1])' "$models"
+  ensure_key
   PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" \
     "$PY" -m localsuite.deploy.compose --local >"$STACK_FILE"
   step "docker-compose up ($profile) from $STACK_FILE"
@@ -266,6 +267,21 @@ if model is not None and not (Path(sys.argv[1]) / model.name).exists():
     sleep 1
   done
   docker-compose -p "$PROJECT" -f "$STACK_FILE" --profile "$profile" ps
+}
+
+# The containers listen on 0.0.0.0, so the services demand a key: the environment's, or
+# .env's, or a new one written to .env (and said so).
+ensure_key() {
+  if [[ -z "${LOCALSUITE_API_KEY:-}" && -f "$REPO/.env" ]]; then
+    LOCALSUITE_API_KEY="$(sed -n 's/^LOCALSUITE_API_KEY=//p' "$REPO/.env" | tail -1)"
+  fi
+  if [[ -z "${LOCALSUITE_API_KEY:-}" ]]; then
+    LOCALSUITE_API_KEY="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    printf 'LOCALSUITE_API_KEY=%s\n' "$LOCALSUITE_API_KEY" >>"$REPO/.env"
+    echo "==> wrote a new LOCALSUITE_API_KEY to $REPO/.env: clients send it as" \
+      "'Authorization: Bearer <key>' (or x-api-key)" >&2
+  fi
+  export LOCALSUITE_API_KEY
 }
 
 main() {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from localsuite.core.stack import ProcessState, ServiceState, StackState
 from localsuite.supervisor.state import pid_alive, write_state
 from localsuite.supervisor.supervisor import Supervisor
@@ -101,3 +103,20 @@ def test_logs_prints_the_last_lines_and_names_a_missing_log(cli: Cli) -> None:
 def test_compose_refuses_two_files_at_once(cli: Cli) -> None:
     result = cli("compose", "--template", "--gpu")
     assert result.exit_code == 2 and "choose --template or --gpu, not both" in result.stderr
+
+
+def test_compose_makes_a_key_for_a_stack_that_has_none(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(cli.root)  # `.env` is written where Compose will read it
+    result = cli("compose")
+    assert result.exit_code == 0, result.stderr
+    written = (cli.root / ".env").read_text()
+    key = written.strip().rpartition("LOCALSUITE_API_KEY=")[2]
+    assert len(key) >= 32 and "wrote a new LOCALSUITE_API_KEY" in result.stderr
+    assert key not in result.stdout  # the file references it; Compose reads it from .env
+    assert "${LOCALSUITE_API_KEY:?" in result.stdout
+    cli.env["LOCALSUITE_API_KEY"] = key
+    again = cli("compose")
+    assert again.exit_code == 0 and "wrote a new" not in again.stderr
+    assert (cli.root / ".env").read_text() == written  # one key, not a new one each time

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -41,6 +42,10 @@ if os.environ.get("LOCALSUITE_COMPOSE_TEST") != "1":
     collect_ignore_glob = ["test_*.py"]
 
 FIGURES: dict[str, Any] = {}
+# The containers listen on 0.0.0.0, so the services demand a key (`core.auth`): this
+# run's own, in the environment Compose reads and the tests' clients send.
+API_KEY = os.environ.setdefault("LOCALSUITE_API_KEY", secrets.token_urlsafe(24))
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -26,7 +26,7 @@ from localsuite.testing.documents import write_generated_corpus
 from localsuite.testing.load import Load
 from localsuite.testing.servers import wait_until
 
-from .conftest import FIGURES, LOGS, PROFILE
+from .conftest import API_KEY, AUTH, FIGURES, LOGS, PROFILE
 from .stack import ComposeStack, published
 
 UP_WITHIN = 300.0  # every image is local; the embedding model loads in seconds
@@ -92,7 +92,8 @@ def test_up_starts_in_health_order_and_every_check_passes(
         ports = published(inspected)
         assert ports and all(host == "127.0.0.1" for host, _ in ports), (service, ports)
 
-    with httpx.Client(base_url=url(settings, "api_gateway_port"), timeout=60) as client:
+    gateway = url(settings, "api_gateway_port")
+    with httpx.Client(headers=AUTH, base_url=gateway, timeout=60) as client:
         for alias, first in (("chat-7b", "inference-chat"), ("code-7b", "inference-code")):
             answer = client.post("/v1/chat/completions", json={"model": alias, **CHAT})
             assert answer.status_code == 200, answer.text
@@ -118,7 +119,7 @@ class Served:
         return thread
 
     def _loop(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=60) as client:
+        with httpx.Client(headers=AUTH, base_url=self.base_url, timeout=60) as client:
             for _ in range(2000):  # a bound whatever happens
                 if self.stop.is_set():
                     return
@@ -142,7 +143,7 @@ def test_inference_chat_killed_under_load_is_restarted_and_nothing_fails(
     stack: ComposeStack, settings: Settings
 ) -> None:
     gateway = url(settings, "api_gateway_port")
-    sdk = openai.OpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0, timeout=60)
+    sdk = openai.OpenAI(base_url=f"{gateway}/v1", api_key=API_KEY, max_retries=0, timeout=60)
     load = Load(sdk, max_requests=2000)
     served = Served(gateway)
     workers = load.run(streams=1, plains=2)
@@ -222,7 +223,7 @@ def test_embedding_killed_during_an_index_job_loses_no_chunk(
     corpus = settings.data_dir / "documents" / "corpus"
     write_generated_corpus(corpus, files=40, paragraphs=8)
     inside = "/data/documents/corpus"  # DATA_DIR is mounted at /data
-    with httpx.Client(base_url=url(settings, "rag_port"), timeout=60) as client:
+    with httpx.Client(headers=AUTH, base_url=url(settings, "rag_port"), timeout=60) as client:
         accepted = client.post("/index", params={"collection": "chaos"}, json={"paths": [inside]})
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job"]["id"]

@@ -87,7 +87,8 @@ def compose_config(docker_compose: str, tmp_path: Path) -> ComposeConfig:
         project_dir: Path = REPO,
     ) -> dict[str, Any]:
         env_file = tmp_path / f"compose-{len(list(tmp_path.glob('compose-*.env')))}.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in (env or {}).items()))
+        given = {"LOCALSUITE_API_KEY": "a-test-key", **(env or {})}  # Compose demands one
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in given.items() if v is not None))
         argv = [docker_compose, "--project-directory", str(project_dir)]
         argv += ["--env-file", str(env_file)]
         for file in files:

@@ -3,6 +3,7 @@ rules of the issue, and in agreement with the launcher of the one-machine mode."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from localsuite.inference.command import inference_plan
 from localsuite.inference.registry import ModelRegistry
 from localsuite.supervisor.services import PRESETS, build_services
 
-from .conftest import DEPLOY, ComposeConfig, Port, normalise_depends_on, normalise_ports
+from .conftest import DEPLOY, REPO, ComposeConfig, Port, normalise_depends_on, normalise_ports
 
 COMPOSE = DEPLOY / "compose.yml"
 GPU = DEPLOY / "compose.gpu.yml"
@@ -170,7 +171,7 @@ def test_secrets_are_never_written(clean_settings_env: None) -> None:
     settings = Settings(_env_file=None, localsuite_api_key="s3cret")
     text = render_compose(settings)
     assert "s3cret" not in text
-    assert "LOCALSUITE_API_KEY: ${LOCALSUITE_API_KEY:-}" in text
+    assert "LOCALSUITE_API_KEY: ${LOCALSUITE_API_KEY:?set LOCALSUITE_API_KEY in .env" in text
 
 
 @pytest.mark.parametrize(
@@ -344,3 +345,16 @@ def test_the_qdrant_healthcheck_fails_when_nothing_listens() -> None:
     with http_answering(200) as port:
         pass  # closed again: nothing listens on that port now
     assert qdrant_check(port) != 0
+
+
+def test_compose_refuses_to_run_without_the_key(docker_compose: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    done = subprocess.run(
+        [docker_compose, "--project-directory", str(REPO), "--env-file", str(env_file),
+         "-f", str(REPO / "deploy" / "compose.yml"), "--profile", "p1", "config"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "LOCALSUITE_API_KEY" in done.stderr and "localsuite compose" in done.stderr

@@ -239,3 +239,14 @@ def test_qdrant_is_a_stateful_set_with_its_own_volume() -> None:
     assert probe_path(container["readinessProbe"]) == "/readyz"
     assert probe_path(container["livenessProbe"]) == "/livez"
     assert container["volumeMounts"][0]["mountPath"] == "/qdrant/storage"
+
+
+@pytest.mark.parametrize("name", ["inference-chat", "inference-code", "api-gateway",
+                                  "embedding", "rag", "mcp-server"])  # fmt: skip
+def test_every_service_takes_the_key_from_a_secret_it_cannot_start_without(name: str) -> None:
+    (container,) = containers(workloads()[name], init=False)
+    wanted = "LLAMA_API_KEY" if name.startswith("inference-") else "LOCALSUITE_API_KEY"
+    (entry,) = [e for e in container.get("env", []) if e["name"] == wanted]
+    ref = entry["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "localsuite-api-key" and ref["key"] == "key"
+    assert not ref.get("optional", False)  # no key, no pod: they listen on 0.0.0.0

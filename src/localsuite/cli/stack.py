@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
+from pathlib import Path
 
 import typer
 from rich.live import Live
@@ -233,5 +235,19 @@ def compose(
     elif gpu:
         text = render_gpu_override()
     else:
-        text = render_compose(load_settings())
+        settings = load_settings()
+        if settings.api_key is None:
+            _write_new_key(Path(".env"))
+        text = render_compose(settings)
     console.out(text, end="", highlight=False)
+
+
+def _write_new_key(env_file: Path) -> None:
+    """The containers listen on 0.0.0.0, so the stack needs a key: make one in .env."""
+    key = secrets.token_urlsafe(32)
+    with env_file.open("a", encoding="utf-8") as out:
+        out.write(f"\nLOCALSUITE_API_KEY={key}\n")
+    err.print(
+        f"wrote a new LOCALSUITE_API_KEY to {env_file.resolve()}: Compose reads it from there; "
+        "clients send it as 'Authorization: Bearer <key>' (or x-api-key). Keep the file private."
+    )

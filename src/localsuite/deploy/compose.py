@@ -143,6 +143,9 @@ def _inference(
         "image": LLAMA_CUDA_IMAGE if cuda else variant.llama_image,
         "profiles": profiles(service),
         "command": llama_command(service, values),
+        # llama-server reads LLAMA_API_KEY for --api-key: the suite's key guards it too
+        # (its /health stays open), and no command line shows it.
+        "environment": {"LLAMA_API_KEY": values.setting("localsuite_api_key")},
         "volumes": [_bind(values.host_path("models_dir"), MODELS_MOUNT, read_only=True)],
         "ports": [_published(values, service)],
         "healthcheck": _healthcheck(

@@ -34,6 +34,13 @@ def is_secret(field: str) -> bool:
     return annotation is SecretStr or SecretStr in typing.get_args(annotation)
 
 
+# The containers listen on 0.0.0.0: without the key no service starts (`core.auth`), so
+# Compose refuses to run without it, saying where it goes.
+KEY_REFERENCE = (
+    "${LOCALSUITE_API_KEY:?set LOCALSUITE_API_KEY in .env (localsuite compose writes one)}"
+)
+
+
 class ComposeValues(Protocol):
     """Where the builder's values come from: `${NAME:-default}` or this configuration."""
 
@@ -56,6 +63,8 @@ class TemplateValues:
         return f"${{{field.upper()}:-{default}}}"
 
     def setting(self, field: str) -> str:
+        if field == "localsuite_api_key":
+            return KEY_REFERENCE
         default = "" if is_secret(field) else as_text(Settings.model_fields[field].default)
         return self._ref(field, default)
 
