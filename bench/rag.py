@@ -3,7 +3,7 @@
 Starts the embedding service (bundled all-MiniLM-L6-v2), a gateway over a stub LLM
 (generation is not measured here), and the rag service with embedded Qdrant, then:
 
-  indexing     chunks/s of an index job over a generated corpus at the default chunk size
+  indexing     source bytes/s and chunks/s of an index job over a generated corpus at the default chunk size
                (RAG_CHUNK_SIZE=512, overlap 100): a few thousand chunks (`--quick`: a few
                hundred), and the same corpus re-indexed unchanged
   query        latency of `POST /query` with `generate: false` (embed the question +
@@ -51,7 +51,12 @@ def rss_mb(pid: int) -> float:
 
 
 def run_job(client: httpx.Client, collection: str, paths: list[str]) -> dict[str, Any]:
-    accepted = client.post("/index", params={"collection": collection}, json={"paths": paths})
+    accepted = client.post(
+        "/index",
+        params={"collection": collection},
+        json={"paths": paths},
+        headers={"Prefer": "respond-async"},
+    )
     accepted.raise_for_status()
     job_id = accepted.json()["job"]["id"]
     while True:
@@ -133,8 +138,11 @@ def main() -> None:
                     job = run_job(client, "bench", [str(documents / "index")])
                     again = run_job(client, "bench", [str(documents / "index")])
                 print()
+                source_bytes = sum(f.stat().st_size for f in (documents / "index").rglob("*"))
                 out["indexing"] = {
                     "files": job["files_total"],
+                    "source_bytes": source_bytes,
+                    "source_bytes_per_s": source_bytes / seconds_of(job),
                     "chunks": job["chunks_added"],
                     "seconds": seconds_of(job),
                     "chunks_per_s": job["chunks_added"] / seconds_of(job),
@@ -174,7 +182,7 @@ def report(out: dict[str, Any]) -> None:
     index, query = out["indexing"], out["query"]
     print(f"\nindexing (chunk size 512, overlap 100): {index['chunks']} chunks from "
           f"{index['files']} files in {index['seconds']:.1f} s = {index['chunks_per_s']:.1f} "
-          f"chunks/s")  # fmt: skip
+          f"chunks/s, {index['source_bytes_per_s'] / 1024:.1f} KiB/s of source")  # fmt: skip
     print(f"  re-index unchanged: {index['unchanged_reindex_seconds']:.2f} s, "
           f"{index['unchanged_reindex_writes']} chunks written")  # fmt: skip
     print(f"  (48-token chunks: {out['small_chunk_indexing_chunks_per_s']:.1f} chunks/s)")

@@ -1,15 +1,18 @@
 """Retry policy as a value. The only module that imports the retry library (tenacity).
 
-A `RetryPolicy` says how many tries and how long to wait between them (exponential
-backoff with full jitter, capped). `call()` runs a coroutine under it, retrying only
-the errors the caller's predicate calls transient, and never sleeping past the
-request's `Deadline`: when the next wait would not fit, the last error is raised.
+A `RetryPolicy` says how many tries (`attempts=None`: until it succeeds) and how long to
+wait between them (exponential backoff with full jitter, capped). `call()` runs a
+coroutine under it, retrying only the errors the caller's predicate calls transient, and
+never sleeping past the request's `Deadline`: when the next wait would not fit, the last
+error is raised. A caller may also say how to wait (`pause`: the backoff, then until a
+dependency is back, say), which is how background work outlives an outage.
 
 `set_testing(True)` turns every wait to zero for tests, without monkeypatching.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,13 +39,13 @@ def is_testing() -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 3
+    attempts: int | None = 3  # None: until it succeeds (or the deadline passes)
     wait_min: float = 2.0
     wait_max: float = 10.0
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
+        if self.attempts is not None and self.attempts < 1:
             raise ValueError("a retry policy needs at least one attempt")
         if self.wait_min < 0 or self.wait_max < self.wait_min:
             raise ValueError("need 0 <= wait_min <= wait_max")
@@ -70,14 +73,18 @@ class RetryPolicy:
         retry_on: Callable[[BaseException], bool],
         deadline: Deadline | None = None,
         on_retry: Callable[[BaseException, float], None] | None = None,
+        pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> T:
-        """Await `fn()` until it succeeds, the error is permanent, tries or deadline run out."""
+        """Await `fn()` until it succeeds, the error is permanent, tries or deadline run out.
+
+        `on_retry(error, wait)` is told of each retry; `pause(wait)` replaces the sleep
+        between tries (an error it raises ends the loop with that error)."""
 
         def wait(state: RetryCallState) -> float:
             return self.delay(state.attempt_number)
 
         def stop(state: RetryCallState) -> bool:
-            if stop_after_attempt(self.attempts)(state):
+            if self.attempts is not None and stop_after_attempt(self.attempts)(state):
                 return True
             return deadline is not None and not deadline.fits(state.upcoming_sleep)
 
@@ -88,6 +95,7 @@ class RetryPolicy:
                     on_retry(error, state.upcoming_sleep)
 
         retrying = AsyncRetrying(
+            sleep=pause or asyncio.sleep,
             stop=stop,
             wait=wait,
             retry=retry_if_exception(retry_on),
