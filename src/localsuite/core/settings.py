@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     rag_retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
     rag_candidates: int = Field(20, ge=1, le=1000)  # chunks each ranking gives the fusion
     rag_rrf_k: int = Field(60, ge=1)  # reciprocal rank fusion: 1 / (k + rank)
+    rag_reranker_model: Path | None = None  # a local cross-encoder folder; None: no reranking
     rag_index_sync_wait: float = Field(60, ge=0)  # POST /index waits this long, then 202
     rag_index_concurrency: int = Field(2, ge=1, le=16)  # embedding calls in flight per job
     rag_query_cache_size: int = Field(256, ge=0)  # answers kept; 0: no query cache
@@ -160,6 +161,7 @@ class Settings(BaseSettings):
         "embedding_cache_dir",
         "rag_documents_dir",
         "rag_tokenizer",
+        "rag_reranker_model",
         mode="before",
     )
     @classmethod

@@ -162,6 +162,9 @@ class Indexer:
     async def wait_finished(self, job_id: str, within: float) -> bool:
         """Whether the job reached a final state within `within` seconds."""
         event = self._finished.setdefault(job_id, asyncio.Event())
+        if await self._db(self.jobs.state_of, job_id) in FINAL_STATES:  # over before we came
+            self._finished.pop(job_id, None)
+            return True
         try:
             async with asyncio.timeout(within):
                 await event.wait()
@@ -255,14 +258,19 @@ class Indexer:
         collection: str,
         ahead: asyncio.Queue[tuple[Prepared, asyncio.Task[list[list[float]]]] | None],
     ) -> None:
-        """Read and chunk the job's files in order; start embedding each one's new chunks."""
-        for item in await self._db(self.jobs.pending, job_id):
-            try:
-                prepared = await self._prepare(job_id, collection, item)
-            except NotADocument as exc:
-                prepared = Prepared(item, Outcome(None), failure=exc)
-            embedding = asyncio.create_task(self._embed_fresh(job_id, prepared))
-            await ahead.put((prepared, embedding))
+        """Read and chunk the job's files in order; start embedding each one's new chunks.
+        The end of the list, or an error here (raised by `await feeder`), is a None."""
+        try:
+            for item in await self._db(self.jobs.pending, job_id):
+                try:
+                    prepared = await self._prepare(job_id, collection, item)
+                except NotADocument as exc:
+                    prepared = Prepared(item, Outcome(None), failure=exc)
+                embedding = asyncio.create_task(self._embed_fresh(job_id, prepared))
+                await ahead.put((prepared, embedding))
+        except Exception:
+            await ahead.put(None)  # the writer is still reading: let it stop, then raise
+            raise
         await ahead.put(None)
 
     async def _prepare(self, job_id: str, collection: str, item: WorkItem) -> Prepared:
@@ -339,7 +347,8 @@ class Indexer:
         """Give the lexical index the points it lacks: those of a collection built before
         rag had one (documents uploaded then cannot be read again to migrate them)."""
         have = await self._db(self.lexical.count, collection)
-        if have and have >= await self._persist(job_id, "qdrant", lambda: self._count(collection)):
+        points = await self._persist(job_id, "qdrant", lambda: self._count(collection))
+        if have >= points:
             return
         known = await self._db(self.lexical.points, collection)
         payloads = await self._persist(job_id, "qdrant", lambda: self.store.payloads(collection))

@@ -6,7 +6,9 @@ embedding service) while the lexical index (`lexical`, BM25) is searched, then Q
 gives the `RAG_CANDIDATES` nearest chunks, and the two rankings are fused by reciprocal
 rank: a chunk's score is the sum over the rankings it is in of 1 / (RAG_RRF_K + rank).
 Meaning finds paraphrases; words find names, options and rare terms that a small
-embedding model blurs. `dense` and `lexical` use one ranking alone.
+embedding model blurs. `dense` and `lexical` use one ranking alone. With
+`RAG_RERANKER_MODEL`, a cross-encoder reorders the `RAG_CANDIDATES` best fused chunks
+(`rerank`) before the top `topk` are kept.
 
 Two deadlines: retrieval has `RAG_RETRIEVAL_TIMEOUT` for the embedding call and the search,
 retries included; generation has `RAG_LLM_TIMEOUT`. A dependency that stays down past
@@ -34,6 +36,7 @@ from localsuite.rag.chunking import count_tokens
 from localsuite.rag.clients import EmbeddingClient, GatewayClient
 from localsuite.rag.dependencies import Guard
 from localsuite.rag.lexical import LexicalIndex
+from localsuite.rag.rerank import Reranker
 from localsuite.rag.store import Hit, VectorStore
 
 SYSTEM_PROMPT = (
@@ -125,6 +128,11 @@ def fuse(
     return hits, {hit.id: scores.get(hit.id, {}) for hit in hits}
 
 
+def _searchable(payload: dict[str, Any]) -> str:
+    heading, text = payload.get("heading") or "", payload.get("text") or ""
+    return f"{heading}\n{text}" if heading else str(text)
+
+
 def display_source(source: str, documents_dir: Path) -> str:
     """A source as people read it: relative to the documents folder when inside it."""
     try:
@@ -143,9 +151,11 @@ class Answerer:
         guard: Guard,
         metrics: RagMetrics,
         lexical: LexicalIndex | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings
         self.lexical = lexical
+        self.reranker = reranker
         self.store = store
         self.embedding = embedding
         self.gateway = gateway
@@ -199,7 +209,7 @@ class Answerer:
                 "qdrant", lambda: self.store.search_ids(question.collection, also, budget), deadline
             )
         else:
-            limit = candidates if mode == "hybrid" else question.topk
+            limit = candidates if mode == "hybrid" or self.reranker else question.topk
             dense, extra = await self.guard.call(
                 "qdrant",
                 lambda: self.store.search_and_read(
@@ -207,14 +217,25 @@ class Answerer:
                 ),
                 deadline,
             )
+        keep = candidates if self.reranker else question.topk
+        hits, scores = fuse(dense, extra, lexical, keep, self.settings.rag_rrf_k)
+        if self.reranker is not None and hits:
+            hits = await asyncio.to_thread(self._rerank, question, hits)
         done = time.perf_counter()
-        hits, scores = fuse(dense, extra, lexical, question.topk, self.settings.rag_rrf_k)
         self.metrics.phase("retrieval", done - started)
         return Retrieved(
             question.collection, hits, self._fitting(hits),
             (searching - started) * 1000 if vector is not None else 0.0,
             (done - searching) * 1000, lexical_ms, (done - started) * 1000, scores,
         )  # fmt: skip
+
+    def _rerank(self, question: Question, hits: list[Hit]) -> list[Hit]:
+        """The cross-encoder's order of the fused candidates, its scores as theirs."""
+        assert self.reranker is not None
+        passages = [_searchable(hit.payload) for hit in hits]
+        judged = self.reranker.scores(question.query, passages)
+        ranked = sorted(zip(judged, range(len(hits)), hits, strict=True), key=lambda t: -t[0])
+        return [replace(hit, score=score) for score, _, hit in ranked[: question.topk]]
 
     def _fitting(self, hits: list[Hit]) -> int:
         budget = self.settings.rag_context_tokens

@@ -44,6 +44,7 @@ from localsuite.rag.jobstore import FINAL_STATES, JobStore
 from localsuite.rag.lexical import LexicalIndex
 from localsuite.rag.loaders import indexable, kind_of
 from localsuite.rag.query import Answerer
+from localsuite.rag.rerank import load_reranker
 from localsuite.rag.store import VectorStore
 from localsuite.rag.tokens import TokenizerSource, load_counter
 
@@ -69,6 +70,7 @@ class RagService:
         )  # fmt: skip
         self.chunker = Chunker(settings.rag_chunk_size, settings.rag_chunk_overlap, self.counter)
         self.cache = QueryCache(settings.rag_query_cache_size, settings.rag_query_cache_ttl)
+        self.reranker = load_reranker(settings.rag_reranker_model)
         self.registry = new_registry()
         self.metrics = RagMetrics(self.registry)
         self.root = settings.data_dir / "rag"
@@ -119,7 +121,7 @@ class RagService:
         self.guard = Guard(self.dependencies, self.policy, self.metrics.retry)
         self.answerer = Answerer(
             settings, self.store, self.embedding, self.gateway, self.guard, self.metrics,
-            self.lexical,
+            self.lexical, self.reranker,
         )  # fmt: skip
         self.indexer = Indexer(
             self.jobs, self.store, self.lexical, self.embedding, self.dependencies, self.chunker,
