@@ -88,20 +88,23 @@ def test_markdown_outline_follows_atx_setext_and_fences() -> None:
     ]  # fmt: skip
     assert found[2][2] == "```sh\nmake install\n\nmake check\n```"  # a fence stays whole
     assert markdown("no headings at all\n", "plain.md").title == "plain.md"
+    assert outline.summary == "Intro paragraph before any section."
+    assert markdown("# T\n\n" + "long " * 40 + "\n", "t.md").summary == ""  # not a line
 
 
 def test_chunks_carry_their_heading_and_never_cross_a_section(tokenizer: ModelTokenizer) -> None:
     document = load(Path("git-frob.html"), PAGE.encode())
-    chunks = Chunker(64, 8, tokenizer).chunk(document.outline)
+    chunks = Chunker(96, 8, tokenizer).chunk(document.outline)
+    title = "git-frob(1): git-frob - Frobnicate the working tree"  # the summary comes along
     assert [c.heading for c in chunks] == [
-        "git-frob(1) > NAME", "git-frob(1) > OPTIONS", "git-frob(1) > OPTIONS > Advanced",
-        "git-frob(1) > SEE ALSO",
+        f"{title} > NAME", f"{title} > OPTIONS", f"{title} > OPTIONS > Advanced",
+        f"{title} > SEE ALSO",
     ]  # fmt: skip
     advanced = chunks[2]
     assert advanced.text.startswith("Rarely needed") and advanced.text.endswith("3 files")
     assert advanced.embedded == f"{advanced.heading}\n{advanced.text}"
     for chunk in chunks:
-        assert chunk.tokens == tokenizer.count(chunk.embedded) <= 64
+        assert chunk.tokens == tokenizer.count(chunk.embedded) <= 96
 
 
 def test_sizes_are_word_pieces_of_the_model_not_estimates(tokenizer: ModelTokenizer) -> None:
@@ -121,10 +124,10 @@ def test_a_long_run_is_cut_between_words_not_inside_them(tokenizer: ModelTokeniz
     assert all(c.tokens <= 32 for c in chunks)
 
 
-def test_a_long_heading_is_cut_to_a_quarter_of_the_chunk(tokenizer: ModelTokenizer) -> None:
+def test_a_long_heading_is_cut_to_a_third_of_the_chunk(tokenizer: ModelTokenizer) -> None:
     page = f"<title>T</title><h2>{'very long heading ' * 30}</h2><p>Body text here.</p>"
     chunks = Chunker(40, 4, tokenizer).chunk(html(page, "x"))
-    assert len(chunks) == 1 and tokenizer.count(chunks[0].heading + "\n") <= 10
+    assert len(chunks) == 1 and tokenizer.count(chunks[0].heading + "\n") <= 40 // 3
     assert chunks[0].tokens <= 40 and chunks[0].text == "Body text here."
 
 

@@ -10,8 +10,10 @@ The algorithm, on character offsets into the document's text (a chunk's `text` i
 slice of it, so code keeps its indentation and Markdown its layout):
 
 1. sections (`sections.Outline`): a chunk never crosses one, and carries the heading
-   path of its section ("git-clone(1) > OPTIONS") in front of its text when embedded
-   and searched (`Chunk.embedded`); the heading's tokens count against `size`;
+   path of its section, after the document's title and summary ("git-clone(1):
+   git-clone - Clone a repository into a new directory > OPTIONS"), in front of its
+   text when embedded and searched (`Chunk.embedded`); the heading's tokens count
+   against `size`, at most a third of it;
 2. units: sentences (prose) or lines (code), each marked when it ends a paragraph
    (a blank line follows); a unit over the room left is cut into windows between words;
 3. packing: consecutive units go into one chunk while they fit, ending at the last
@@ -104,7 +106,7 @@ class Chunker:
     def signature(self) -> str:
         """What decides the chunks of a text: a ledger entry made under another signature
         is chunked again, even for an unchanged file (see `ingest`)."""
-        return f"sections-v1/{self.counter.name}/{self.size}/{self.overlap}"
+        return f"sections-v2/{self.counter.name}/{self.size}/{self.overlap}"
 
     def split(self, text: str, *, code: bool = False) -> list[Chunk]:
         """The chunks of a text with no outline: one section, no heading."""
@@ -114,8 +116,14 @@ class Chunker:
         """The chunks of a document, section by section, each with its heading path."""
         counts = _Counts(outline.text, self.counter)
         chunks: list[Chunk] = []
+        summary = outline.summary
+        if summary and self.counter.count(summary) > self.size // 5:
+            summary = ""
+        title = (
+            f"{outline.title}: {summary}" if summary and outline.title else summary or outline.title
+        )
         for group in _by_heading(outline.sections):
-            heading, heading_tokens = self._heading(outline.title, group[0].headings)
+            heading, heading_tokens = self._heading(title, group[0].headings)
             room = self.size - heading_tokens
             overlap = min(self.overlap, room - 1)
             units = [u for s in group for u in self._units(outline.text, s, counts, room)]
@@ -127,10 +135,10 @@ class Chunker:
         return chunks
 
     def _heading(self, title: str, headings: tuple[str, ...]) -> tuple[str, int]:
-        """The heading path and its tokens, at most a quarter of the chunk: outer levels
+        """The heading path and its tokens, at most a third of the chunk: outer levels
         go first, then the title, then the innermost heading is cut."""
         path = [p for p in (title, *headings) if p]
-        budget = self.size // 4
+        budget = self.size // 3
         while path:
             heading = HEADING_SEPARATOR.join(path)
             tokens = self.counter.count(heading + "\n")

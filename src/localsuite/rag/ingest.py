@@ -243,6 +243,8 @@ class Indexer:
                 self.metrics.chunks(added=outcome.added, removed=outcome.removed)
             await feeder  # its errors (the job store failing) are the job's
             await self._backfill_lexical(job_id, collection)
+            await self._db(self.lexical.refresh, collection)  # searches see the whole job
+            self._on_change(collection)
         finally:
             feeder.cancel()
             while not ahead.empty():

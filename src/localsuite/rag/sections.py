@@ -15,7 +15,8 @@ it.
     other text  one prose section titled by the file name
 
 Heading lines are part of the text (people read them there) but of no section: they
-come with every chunk under them instead.
+come with every chunk under them instead, as does the document's `summary` (its opening
+line, when short: a man page's NAME line, a README's tagline).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
+
+SUMMARY_CHARS = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,17 @@ class Outline:
     text: str
     title: str
     sections: tuple[Section, ...]
+
+    @property
+    def summary(self) -> str:
+        """The document's opening line, when it is a short one ("git-stash - Stash the
+        changes in a dirty working directory away"): it says what every other part is
+        about. Only a document of several sections has one."""
+        if len(self.sections) < 2 or self.sections[0].code:
+            return ""
+        first = self.sections[0]
+        opening = self.text[first.start : first.end]
+        return opening if len(opening) <= SUMMARY_CHARS and "\n" not in opening else ""
 
 
 def plain(text: str, title: str, *, code: bool = False) -> Outline:
