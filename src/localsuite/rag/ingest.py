@@ -217,6 +217,7 @@ class Indexer:
         ahead: asyncio.Queue[tuple[Prepared, asyncio.Task[list[list[float]]]] | None]
         ahead = asyncio.Queue(maxsize=LOOKAHEAD)
         feeder = asyncio.create_task(self._feed(job_id, collection, ahead))
+        touched = False  # whether the job changed the collection
         try:
             while (next_file := await ahead.get()) is not None:
                 prepared, embedding = next_file
@@ -241,10 +242,11 @@ class Indexer:
                     removed=outcome.removed, unchanged=outcome.unchanged,
                 )  # fmt: skip
                 self.metrics.chunks(added=outcome.added, removed=outcome.removed)
+                touched = touched or bool(prepared.fresh or prepared.gone or prepared.moved)
             await feeder  # its errors (the job store failing) are the job's
-            await self._backfill_lexical(job_id, collection)
-            await self._db(self.lexical.refresh, collection)  # searches see the whole job
-            self._on_change(collection)
+            if await self._backfill_lexical(job_id, collection) or touched:
+                await self._db(self.lexical.refresh, collection)  # searches see the whole job
+                self._on_change(collection)
         finally:
             feeder.cancel()
             while not ahead.empty():
@@ -341,24 +343,24 @@ class Indexer:
         rows = [(point_id, chunk.embedded) for point_id, chunk in prepared.fresh]
         await self._db(self.lexical.add, collection, rows)
         await self._db(self.lexical.delete, collection, gone)
-        if prepared.fresh or gone:
+        if prepared.fresh or gone or moved:
             self._on_change(collection)
         return prepared.outcome
 
-    async def _backfill_lexical(self, job_id: str, collection: str) -> None:
+    async def _backfill_lexical(self, job_id: str, collection: str) -> bool:
         """Give the lexical index the points it lacks: those of a collection built before
         rag had one (documents uploaded then cannot be read again to migrate them)."""
         have = await self._db(self.lexical.count, collection)
         points = await self._persist(job_id, "qdrant", lambda: self._count(collection))
         if have >= points:
-            return
+            return False
         known = await self._db(self.lexical.points, collection)
         payloads = await self._persist(job_id, "qdrant", lambda: self.store.payloads(collection))
         rows = [(point, _searchable(payload)) for point, payload in payloads if point not in known]
         if rows:
             log.info("collection %r: %d chunks added to the lexical index", collection, len(rows))
             await self._db(self.lexical.add, collection, rows)
-            self._on_change(collection)
+        return bool(rows)
 
     async def _count(self, collection: str) -> int:
         try:
