@@ -1,4 +1,4 @@
-"""The pieces of retrieval on their own: the lexical index (SQLite FTS5), reciprocal
+"""The pieces of retrieval on their own: the lexical index (BM25), reciprocal
 rank fusion, the query cache."""
 
 from __future__ import annotations
