@@ -60,8 +60,9 @@ def test_embedding_killed_mid_index_job_loses_nothing(
     app = create_rag_app(settings)
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         accepted = client.post(
-            "/index", params={"collection": "chaos"}, json={"paths": [str(corpus)]}
-        )
+            "/index", params={"collection": "chaos"}, json={"paths": [str(corpus)]},
+            headers={"Prefer": "respond-async"},
+        )  # fmt: skip
         job_id = accepted.json()["job"]["id"]
         wait_until(lambda: job(client, job_id)["chunks_added"] > 0, 120, "the job to start writing")
         embedding.kill()
@@ -138,8 +139,9 @@ def test_rag_killed_mid_index_job_resumes_it_after_restart(
     try:
         with httpx.Client(base_url=rag.url, timeout=60) as client:
             accepted = client.post(
-                "/index", params={"collection": "c"}, json={"paths": [str(corpus)]}
-            )
+                "/index", params={"collection": "c"}, json={"paths": [str(corpus)]},
+                headers={"Prefer": "respond-async"},
+            )  # fmt: skip
             job_id = accepted.json()["job"]["id"]
             wait_until(lambda: job(client, job_id)["files_done"] >= 3, 120, "some files done")
         rag.kill()

@@ -111,6 +111,34 @@ async def test_call_never_sleeps_past_the_deadline() -> None:
     assert len(calls) == 1  # the first wait (>= 30 s) does not fit a 1 s deadline
 
 
+async def test_without_a_limit_it_tries_until_success_and_waits_as_told() -> None:
+    policy = RetryPolicy(attempts=None, wait_min=0.5, wait_max=0.5)
+    pauses: list[float] = []
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 12:  # far more than the default's 3 tries
+            raise ConnectionError("down")
+        return "up"
+
+    async def pause(wait: float) -> None:  # e.g. back off, then wait for the dependency
+        pauses.append(wait)
+
+    result = await policy.call(flaky, retry_on=lambda e: True, pause=pause)
+    assert (result, calls) == ("up", 12) and pauses == [0.5] * 11
+
+    async def down() -> str:
+        raise ConnectionError("down")
+
+    async def cancelled(_: float) -> None:
+        raise LookupError("the job was cancelled meanwhile")
+
+    with pytest.raises(LookupError):  # an error of the pause ends the loop
+        await RetryPolicy(attempts=None).call(down, retry_on=lambda e: True, pause=cancelled)
+
+
 def test_deadline_arithmetic() -> None:
     clock = Clock()
     deadline = Deadline(10.0, clock=clock)

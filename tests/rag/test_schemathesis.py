@@ -30,7 +30,7 @@ def rag(embedding_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         with serve_in_thread(gateway) as gateway_url:
             settings = Settings(
                 _env_file=None, data_dir=data, embedding_url=embedding_url,
-                api_gateway_url=gateway_url,
+                api_gateway_url=gateway_url, rag_index_sync_wait=5,
             )  # fmt: skip
             with serve_in_thread(create_rag_app(settings)) as url:
                 _served["url"] = url

@@ -72,9 +72,10 @@ def index(
         if not path.exists():
             raise fail(f"no such file or folder: {path}")
     with RagClient(settings, timeout=60) as rag:
-        response = rag.call(
-            "POST", "/index", params=params, json={"paths": list(map(str, resolved))}
-        )
+        response = rag.call(  # the job at once: progress is shown while it runs
+            "POST", "/index", params=params, json={"paths": list(map(str, resolved))},
+            headers={"Prefer": "respond-async"},
+        )  # fmt: skip
         if response.status_code == 403:
             console.print(f"[dim]{error_message(response)}: uploading the files instead[/dim]")
             jobs = upload(rag, resolved, params, settings.rag_max_upload_bytes)

@@ -306,6 +306,11 @@ class RagMetrics:
             ["dependency"],
             registry=registry,
         )
+        self.cache_hits = Counter(
+            "localsuite_rag_query_cache_hits_total",
+            "Queries answered from the query cache (also counted in queries_total as ok).",
+            registry=registry,
+        )
         self.jobs = Gauge(
             "localsuite_rag_jobs",
             "Index jobs not finished, by state (queued, running, waiting).",
@@ -318,6 +323,9 @@ class RagMetrics:
 
     def phase(self, phase: str, seconds: float) -> None:
         self.query_seconds.labels(phase).observe(seconds)
+
+    def cached(self) -> None:
+        self.cache_hits.inc()
 
     def chunks(self, *, added: int, removed: int) -> None:
         self.chunks_written.labels("added").inc(added)

@@ -19,12 +19,16 @@ on), and never sleep past the request's `Deadline`: when the next wait would not
 the last error is raised. Where the waits are not a loop (the supervisor schedules a
 restart on its clock), `ceiling(n)` is the one backoff formula.
 
+A caller may also say how to wait (`pause`: the backoff, then until a dependency is
+back, say), which is how background work outlives an outage.
+
 `set_testing(True)` turns every jittered wait to zero for tests, without monkeypatching;
 `with no_backoff():` does it for a block (a fixture's life).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -105,7 +109,7 @@ class Attempts:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int | None = 3  # None: no limit
+    attempts: int | None = 3  # None: until it succeeds (or the deadline passes)
     wait_min: float = 2.0
     wait_max: float = 10.0
     multiplier: float = 2.0
@@ -138,9 +142,11 @@ class RetryPolicy:
         retry_on: Callable[[BaseException], bool],
         deadline: Deadline | None = None,
         on_retry: Callable[[BaseException, float], None] | None = None,
+        pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> Attempts:
         """The policy's loop: the tries of work that `with attempt:` wraps (see above).
-        `on_retry(error, wait)` is called before each wait."""
+        `on_retry(error, wait)` is called before each wait; `pause(wait)` replaces the
+        sleep between tries (an error it raises ends the loop with that error)."""
 
         def wait(state: RetryCallState) -> float:
             return self.delay(state.attempt_number)
@@ -158,6 +164,7 @@ class RetryPolicy:
 
         return Attempts(
             AsyncRetrying(
+                sleep=pause or asyncio.sleep,
                 stop=stop,
                 wait=wait,
                 retry=retry_if_exception(retry_on),
@@ -173,9 +180,12 @@ class RetryPolicy:
         retry_on: Callable[[BaseException], bool],
         deadline: Deadline | None = None,
         on_retry: Callable[[BaseException, float], None] | None = None,
+        pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> T:
         """Await `fn()` until it succeeds, the error is permanent, tries or deadline run out."""
-        async for attempt in self.retrying(retry_on=retry_on, deadline=deadline, on_retry=on_retry):
+        async for attempt in self.retrying(
+            retry_on=retry_on, deadline=deadline, on_retry=on_retry, pause=pause
+        ):
             with attempt:
                 return await fn()
         raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover

@@ -84,8 +84,8 @@ class Settings(BaseSettings):
 
     # --- RAG -------------------------------------------------------------------------
     rag_topk: int = Field(4, ge=1, le=100)
-    rag_chunk_size: int = Field(512, ge=16)
-    rag_chunk_overlap: int = Field(100, ge=0)
+    rag_chunk_size: int = Field(128, ge=16)  # tokens of the embedding model, heading included
+    rag_chunk_overlap: int = Field(16, ge=0)
     rag_llm_timeout: float = Field(120, gt=0)
     rag_llm_max_tokens: int = Field(256, ge=1)
     rag_llm_temperature: float = Field(0.3, ge=0)
@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     rag_max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     rag_context_tokens: int = Field(1200, ge=64)  # retrieved text put in one prompt, at most
     rag_probe_interval: float = Field(2.0, gt=0)  # dependency probes (a quarter while down)
+    rag_tokenizer: Path | None = None  # tokenizer.json (or its folder); default: the model's
+    rag_retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    rag_candidates: int = Field(20, ge=1, le=1000)  # chunks each ranking gives the fusion
+    rag_rrf_k: int = Field(60, ge=1)  # reciprocal rank fusion: 1 / (k + rank)
+    rag_reranker_model: Path | None = None  # a local cross-encoder folder; None: no reranking
+    rag_index_sync_wait: float = Field(60, ge=0)  # POST /index waits this long, then 202
+    rag_index_concurrency: int = Field(2, ge=1, le=16)  # embedding calls in flight per job
+    rag_query_cache_size: int = Field(256, ge=0)  # answers kept; 0: no query cache
+    rag_query_cache_ttl: float = Field(300, ge=0)  # seconds an answer is served from it
 
     # --- MCP server ------------------------------------------------------------------
     mcp_status_timeout: float = Field(5, gt=0)  # status, model list, health probes, job polls
@@ -166,6 +175,8 @@ class Settings(BaseSettings):
         "embedding_model_path",
         "embedding_cache_dir",
         "rag_documents_dir",
+        "rag_tokenizer",
+        "rag_reranker_model",
         mode="before",
     )
     @classmethod

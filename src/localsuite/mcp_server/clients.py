@@ -55,11 +55,20 @@ class Remote:
     hint: str
     suite: Suite
 
-    async def call(self, method: str, path: str, *, budget: float, payload: object = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        budget: float,
+        payload: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         try:
             return await call_json(
                 self.suite.session, method, f"{self.url}{path}", budget=budget,
-                payload=payload, headers=self.suite.headers_for(self.name), what=self.name,
+                payload=payload, headers={**self.suite.headers_for(self.name), **(headers or {})},
+                what=self.name,
             )  # fmt: skip
         except NoAnswer as exc:
             raise self.no_answer(exc, budget) from exc

@@ -157,9 +157,10 @@ def register_tools(server: MCPServer[Any], suite: Suite) -> None:
         are skipped, changed ones replace their old chunks."""
         relative = document_path(path, settings.documents_dir)
         where = f"/index?collection={quote(collection)}"
-        accepted = await suite.rag.call(
-            "POST", where, budget=suite.status_budget, payload={"paths": [relative]}
-        )
+        accepted = await suite.rag.call(  # the job at once; this tool waits on it itself
+            "POST", where, budget=suite.status_budget, payload={"paths": [relative]},
+            headers={"Prefer": "respond-async"},
+        )  # fmt: skip
         job = suite.rag.parse(IndexAccepted, accepted, "/index").job
         deadline = time.monotonic() + wait_seconds
         while not job.finished and time.monotonic() < deadline:

@@ -1,24 +1,39 @@
 """The rag service's app: index documents, answer questions with their sources.
 
-    POST   /index?collection=NAME      index DATA_DIR/documents, or {"paths": [...]}   202 + job
+    POST   /index?collection=NAME      index DATA_DIR/documents, or {"paths": [...]}  200 or 202
     POST   /documents?collection=NAME  index files sent as multipart/form-data        202 + job
     GET    /jobs, /jobs/{id}           index jobs and their progress
     POST   /query                      {"query", "collection", "topk", ...} → answer + sources
     GET    /collections                collections with their points and documents
     DELETE /collections/{name}         a collection, its ledger and its unfinished jobs
-    GET    /health, /health/live, /metrics
+    GET    /health[?llm=true], /health/live, /metrics
 
-Accepted work is on disk (SQLite, uploads under DATA_DIR/rag) before the 202 is sent.
+Accepted work is on disk (SQLite, uploads under DATA_DIR/rag) before any answer is sent.
+
+The original suite's forms keep working beside ours (its users' scripts call them):
+
+- `POST /index?collection=X[&path=P]`, or a body `{"collection": X}`, answers as the
+  original did, `{"collection", "chunks"}` (plus our `job`), once the job is over; a job
+  still running after `RAG_INDEX_SYNC_WAIT` seconds (a dependency down, a big folder)
+  answers 202 with the job instead. `Prefer: respond-async` (RFC 7240) asks for the 202
+  at once; the CLI and the MCP server send it.
+- `/query` context items carry `doc_id` and `chunk_id`; answers carry `cached` and
+  `response_time_ms`, and a repeated question is answered from the query cache.
+- `/health` says `status: healthy | degraded` and `dependencies: {qdrant, embedding,
+  api_gateway, llm}` beside our `ok` and `checks`; `?llm=true` asks the chat model too.
+- Deliberately not kept: the original answered 200 for a query on a collection that does
+  not exist and for an empty query; rag answers 404 and 422, which show a typo or a bug
+  instead of hiding it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import Body, FastAPI, Query, Request
@@ -29,6 +44,7 @@ from starlette.responses import Response, StreamingResponse
 
 from localsuite.core.app import JSON, create_service_app
 from localsuite.core.errors import (
+    Conflict,
     InvalidRequest,
     LocalSuiteError,
     NotFound,
@@ -56,6 +72,11 @@ class IndexRequest(BaseModel):
         description="Files or folders to index (relative ones are inside the documents "
         "folder); none: the whole documents folder.",
     )
+    collection: str | None = Field(
+        None,
+        pattern=COLLECTION_PATTERN,
+        description="The collection (the original suite's form; `?collection=` also works)",
+    )
 
 
 class QueryRequest(BaseModel):
@@ -64,6 +85,10 @@ class QueryRequest(BaseModel):
     collection: str | None = Field(None, pattern=COLLECTION_PATTERN)
     topk: int | None = Field(None, ge=1, le=100, description="Chunks to retrieve; default RAG_TOPK")
     generate: bool = Field(True, description="False: retrieve only, no answer")
+    retrieval: Literal["hybrid", "dense", "lexical"] | None = Field(
+        None, description="How chunks are found; default RAG_RETRIEVAL"
+    )
+    cache: bool = Field(True, description="False: neither read nor fill the query cache")
     stream: bool = Field(False, description="Answer as server-sent events")
     model: str | None = Field(
         None,
@@ -98,13 +123,42 @@ def create_rag_app(settings: Settings) -> FastAPI:
     )
     app.state.rag = service
 
-    @app.post("/index", status_code=202, tags=["index"], summary="Index files or folders (a job)")
+    @app.post(
+        "/index",
+        tags=["index"],
+        summary="Index files or folders: the result (200), or the job (202)",
+        responses={202: {"description": "The job, still running (or `Prefer: respond-async`)"}},
+    )
     async def index(
-        collection: CollectionParam = None, body: Annotated[IndexRequest | None, Body()] = None
+        request: Request,
+        collection: CollectionParam = None,
+        path: Annotated[
+            str | None,
+            Query(min_length=1, max_length=4096, description="One file or folder to index"),
+        ] = None,
+        body: Annotated[IndexRequest | None, Body()] = None,
     ) -> Response:
-        job = await service.accept_paths(
-            service.collection(collection), body.paths if body else None
-        )
+        named = body.collection if body else None
+        if collection and named and collection != named:
+            raise InvalidRequest(
+                f"two collections named: {collection!r} in the query, {named!r} in the body",
+                code="conflicting_collection", param="collection",
+            )  # fmt: skip
+        given = [*(body.paths or [] if body else []), *([path] if path else [])]
+        name = service.collection(collection or named)
+        job = await service.accept_paths(name, given or None)
+        if respond_async(request.headers.get("prefer")):
+            return _accepted(job, {"Preference-Applied": "respond-async"})
+        job = await service.finished(job, settings.rag_index_sync_wait)
+        if job["state"] == "done":
+            chunks = job["chunks_added"] + job["chunks_unchanged"]
+            return Response(
+                orjson.dumps({"collection": name, "chunks": chunks, "job": job}), media_type=JSON
+            )
+        if job["state"] in ("failed", "cancelled"):
+            raise Conflict(
+                f"index job {job['id']} {job['state']}: {job['error']}", code="index_job_failed"
+            )
         return _accepted(job)
 
     @app.post(
@@ -128,10 +182,23 @@ def create_rag_app(settings: Settings) -> FastAPI:
 
     @app.post("/query", tags=["query"], summary="Answer a question from a collection, with sources")
     async def query(body: QueryRequest) -> Response:
+        started = time.perf_counter()
         question = Question(
             body.query, service.collection(body.collection), body.topk or settings.rag_topk,
             body.model, body.max_tokens, body.temperature,
+            retrieval=body.retrieval or settings.rag_retrieval,
         )  # fmt: skip
+        cache = service.cache
+        key = None
+        if body.cache and not body.stream and cache.enabled:
+            params = body.model_dump(exclude={"collection", "stream", "cache"})
+            key = cache.key(question.collection, {**params, "topk": question.topk,
+                                                  "retrieval": question.retrieval})  # fmt: skip
+            hit = cache.get(key)
+            if hit is not None:
+                service.metrics.query("ok")
+                service.metrics.cached()
+                return _answer(hit, cached=True, started=started)
         try:
             retrieved = await service.answerer.retrieve(question)
             context = retrieved.context(service.documents_dir)
@@ -148,10 +215,13 @@ def create_rag_app(settings: Settings) -> FastAPI:
             **result,
             "context": context,
             "collection": question.collection,
+            "retrieval": question.retrieval,
             "retrieval_ms": round(retrieved.retrieval_ms, 2),
             "timings": retrieved.timings(),
         }
-        return Response(orjson.dumps(payload), media_type=JSON)
+        if key is not None:
+            cache.put(key, payload)
+        return _answer(payload, cached=False, started=started)
 
     @app.get(
         "/collections", tags=["collections"], summary="Collections, their points and documents"
@@ -176,24 +246,67 @@ def create_rag_app(settings: Settings) -> FastAPI:
     async def delete_collection(
         name: Annotated[str, PathParam(pattern=COLLECTION_PATTERN)],
     ) -> dict[str, Any]:
-        deadline = Deadline(settings.qdrant_timeout)
-        existed = await service.guard.call("qdrant", lambda: service.store.drop(name), deadline)
-        forgotten = await asyncio.to_thread(service.jobs.forget_collection, name)
-        cancelled = await asyncio.to_thread(service.jobs.cancel_collection, name)
-        for job_id in cancelled:  # their uploads will never be read now
-            await asyncio.to_thread(shutil.rmtree, service.uploads / job_id, True)
-        service.indexer.forget(name)
+        existed, forgotten, cancelled = await service.forget_collection(name)
         if not (existed or forgotten or cancelled):
             raise NotFound(f"collection {name!r} does not exist", code="collection_not_found")
         return {"deleted": name, "documents": forgotten, "jobs_cancelled": len(cancelled)}
 
+    _replace_health(app, service)
     return app
 
 
-def _accepted(job: dict[str, Any]) -> Response:
+def _accepted(job: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps({"job": job}), 202, {"Location": f"/jobs/{job['id']}"}, media_type=JSON
+        orjson.dumps({"job": job}), 202, {"Location": f"/jobs/{job['id']}", **(headers or {})},
+        media_type=JSON,
+    )  # fmt: skip
+
+
+def respond_async(prefer: str | None) -> bool:
+    """Whether a `Prefer` header (RFC 7240) asks for `respond-async`."""
+    if not prefer:
+        return False
+    tokens = (p.split(";")[0].split("=")[0].strip().lower() for p in prefer.split(","))
+    return "respond-async" in tokens
+
+
+def _answer(payload: dict[str, Any], *, cached: bool, started: float) -> Response:
+    elapsed = round((time.perf_counter() - started) * 1000, 2)
+    return Response(
+        orjson.dumps({**payload, "cached": cached, "response_time_ms": elapsed}),
+        media_type=JSON,
     )
+
+
+LEGACY_NAMES = {"qdrant": "qdrant", "embedding": "embedding", "api-gateway": "api_gateway"}
+
+
+def _replace_health(app: FastAPI, service: RagService) -> None:
+    """rag's `/health`: the suite's report (`ok`, `checks`) with the original suite's
+    `status` and `dependencies` beside it, and `?llm=true`."""
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) != "/health"
+    ]
+
+    @app.get("/health", tags=["health"], summary="Readiness, with every dependency's state")
+    async def health(
+        llm: Annotated[bool, Query(description="Also ask the chat model for a token")] = False,
+    ) -> Response:
+        report = await service.health(llm=llm)
+        checks = {check.name: check.ok for check in report.checks}
+        dependencies = {
+            legacy: "healthy" if checks.get(name) else "unhealthy"
+            for name, legacy in LEGACY_NAMES.items()
+        }
+        dependencies["llm"] = (
+            ("healthy" if checks.get("llm") else "unhealthy") if llm else "not_checked"
+        )
+        body = {
+            **report.body(),
+            "status": "healthy" if report.ok else "degraded",
+            "dependencies": dependencies,
+        }
+        return Response(orjson.dumps(body), report.status_code, report.headers(), media_type=JSON)
 
 
 async def _read_upload(request: Request, limit: int) -> list[UploadFile]:

@@ -4,9 +4,10 @@ here before it is acknowledged, so a crash or an outage never loses it.
     jobs        one row per accepted job: collection, state, counters, error
     job_files   the job's work list, one row per file to index or source to remove,
                 each pending → done | failed
-    documents   the ledger: per (collection, source) the file's hash and the ids of its
-                chunks in order, as written to Qdrant — what makes re-indexing an
-                unchanged file a no-op and a changed one a diff
+    documents   the ledger: per (collection, source) the file's hash, the ids of its
+                chunks in order, as written to Qdrant, and the pipeline that made them
+                (`Chunker.signature`; NULL before rag recorded it) — what makes
+                re-indexing an unchanged file a no-op and a changed one a diff
 
 Job states: queued → running ⇄ waiting (a dependency is down) → done | failed | cancelled.
 A job in running or waiting when the service stopped is resumed at start-up where it
@@ -80,6 +81,7 @@ class WorkItem:
 class LedgerEntry:
     sha256: str
     chunk_ids: list[str]
+    pipeline: str | None = None
 
 
 class JobStore:
@@ -92,6 +94,9 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(documents)")}
+        if "pipeline" not in columns:  # a ledger written before pipelines were recorded
+            self._db.execute("ALTER TABLE documents ADD COLUMN pipeline TEXT")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -251,12 +256,13 @@ class JobStore:
     def ledger(self, collection: str, source: str) -> LedgerEntry | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT sha256, chunk_ids FROM documents WHERE collection = ? AND source = ?",
+                "SELECT sha256, chunk_ids, pipeline FROM documents"
+                " WHERE collection = ? AND source = ?",
                 (collection, source),
             ).fetchone()
         if row is None:
             return None
-        return LedgerEntry(row["sha256"], list(orjson.loads(row["chunk_ids"])))
+        return LedgerEntry(row["sha256"], list(orjson.loads(row["chunk_ids"])), row["pipeline"])
 
     def sources(self, collection: str) -> list[str]:
         with self._lock:
@@ -288,11 +294,19 @@ class JobStore:
                 )
             else:
                 db.execute(
-                    "INSERT INTO documents (collection, source, sha256, chunk_ids, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (collection, source) DO UPDATE SET"
+                    "INSERT INTO documents"
+                    " (collection, source, sha256, chunk_ids, pipeline, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection, source) DO UPDATE SET"
                     " sha256 = excluded.sha256, chunk_ids = excluded.chunk_ids,"
-                    " updated_at = excluded.updated_at",
-                    (collection, source, entry.sha256, orjson.dumps(entry.chunk_ids), now),
+                    " pipeline = excluded.pipeline, updated_at = excluded.updated_at",
+                    (
+                        collection,
+                        source,
+                        entry.sha256,
+                        orjson.dumps(entry.chunk_ids),
+                        entry.pipeline,
+                        now,
+                    ),
                 )
             db.execute(
                 "UPDATE job_files SET state = 'done' WHERE job_id = ? AND seq = ?", (job_id, seq)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import codecs
 import io
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
+
+from localsuite.rag import sections
+from localsuite.rag.sections import Outline
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
@@ -119,10 +121,17 @@ class NotADocument(Exception):
     """The file cannot be indexed; the message says why."""
 
 
+MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx"})
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
-    text: str
     kind: str  # text | code | html | pdf
+    outline: Outline  # the text, its title and its sections (`sections`)
+
+    @property
+    def text(self) -> str:
+        return self.outline.text
 
     @property
     def is_code(self) -> bool:
@@ -143,8 +152,9 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
-def load(path: Path, data: bytes | None = None) -> Document:
-    """The text of the file at `path` (or of `data`, named by `path`)."""
+def load(path: Path, data: bytes | None = None, name: str | None = None) -> Document:
+    """The text of the file at `path` (or of `data`, named by `path`), with its outline;
+    `name` (default: the file's) titles a document that has no title of its own."""
     kind = kind_of(path)
     if kind is None:
         raise NotADocument(f"{path.name}: unsupported file type {path.suffix!r}")
@@ -155,12 +165,15 @@ def load(path: Path, data: bytes | None = None) -> Document:
             data = path.read_bytes()
         except OSError as exc:
             raise NotADocument(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    name = name or path.name
     if kind == "pdf":
-        return Document(_pdf_text(path, data), kind)
+        return Document(kind, sections.plain(_pdf_text(path, data), name))
     text = decode(data, path.name)
     if kind == "html":
-        return Document(_html_text(text), kind)
-    return Document(text, kind)
+        return Document(kind, sections.html(text, name))
+    if path.suffix.lower() in MARKDOWN_SUFFIXES:
+        return Document(kind, sections.markdown(text, name))
+    return Document(kind, sections.plain(text, name, code=kind == "code"))
 
 
 def decode(data: bytes, name: str) -> str:
@@ -186,81 +199,6 @@ def _pdf_text(path: Path, data: bytes) -> str:
     except (PyPdfError, ValueError, KeyError, TypeError) as exc:
         raise NotADocument(f"{path.name}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
     return "\n\n".join(page.strip() for page in pages if page.strip())
-
-
-_BLOCK_TAGS = frozenset(
-    [
-        "p",
-        "div",
-        "section",
-        "article",
-        "header",
-        "footer",
-        "main",
-        "aside",
-        "nav",
-        "li",
-        "ul",
-        "ol",
-        "table",
-        "tr",
-        "td",
-        "th",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "pre",
-        "blockquote",
-        "br",
-        "hr",
-        "dd",
-        "dt",
-        "dl",
-        "figure",
-        "figcaption",
-        "title",
-    ]
-)
-_HIDDEN_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._hidden = 0
-        self._title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._title = True
-        elif tag in _HIDDEN_TAGS:
-            self._hidden += 1
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._title = False
-        elif tag in _HIDDEN_TAGS and self._hidden:
-            self._hidden -= 1
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._title or not self._hidden:
-            self.parts.append(data)
-
-
-def _html_text(html: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    blocks = ("".join(parser.parts)).split("\n\n")
-    return "\n\n".join(" ".join(b.split()) for b in blocks if b.strip())
 
 
 def indexable(path: Path) -> bool:

@@ -1,5 +1,14 @@
-"""Answering a question: retrieve (embed the question, search Qdrant), then generate
-(the gateway, with the retrieved chunks as numbered context).
+"""Answering a question: retrieve, then generate (the gateway, with the retrieved chunks
+as numbered context).
+
+Retrieval is hybrid by default (`RAG_RETRIEVAL`): the question is embedded (the
+embedding service) while the lexical index (`lexical`, BM25) is searched, then Qdrant
+gives the `RAG_CANDIDATES` nearest chunks, and the two rankings are fused by reciprocal
+rank: a chunk's score is the sum over the rankings it is in of 1 / (RAG_RRF_K + rank).
+Meaning finds paraphrases; words find names, options and rare terms that a small
+embedding model blurs. `dense` and `lexical` use one ranking alone. With
+`RAG_RERANKER_MODEL`, a cross-encoder reorders the `RAG_CANDIDATES` best fused chunks
+(`rerank`) before the top `topk` are kept.
 
 Two deadlines: retrieval has `RAG_RETRIEVAL_TIMEOUT` for the embedding call and the search,
 retries included; generation has `RAG_LLM_TIMEOUT`. A dependency that stays down past
@@ -12,9 +21,10 @@ context; every retrieved chunk is returned, with `used` telling which were in th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +35,8 @@ from localsuite.core.timeouts import Deadline
 from localsuite.rag.chunking import count_tokens
 from localsuite.rag.clients import EmbeddingClient, GatewayClient
 from localsuite.rag.dependencies import Guard
+from localsuite.rag.lexical import LexicalIndex
+from localsuite.rag.rerank import Reranker
 from localsuite.rag.store import Hit, VectorStore
 
 SYSTEM_PROMPT = (
@@ -35,36 +47,45 @@ SYSTEM_PROMPT = (
 NOTHING_FOUND = "No indexed document matches this question in collection {collection!r}."
 
 
+RETRIEVAL_MODES = ("hybrid", "dense", "lexical")
+
+
 @dataclass
 class Retrieved:
     collection: str
-    hits: list[Hit]
+    hits: list[Hit]  # best first; `score` as the mode ranks them
     used: int  # how many of the best hits fit in the prompt
     embedding_ms: float
     search_ms: float
-
-    @property
-    def retrieval_ms(self) -> float:
-        return self.embedding_ms + self.search_ms
+    lexical_ms: float = 0.0
+    retrieval_ms: float = 0.0
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # id → dense, lexical
 
     def timings(self) -> dict[str, float]:
         return {
             "embedding_ms": round(self.embedding_ms, 2),
+            "lexical_ms": round(self.lexical_ms, 2),
             "search_ms": round(self.search_ms, 2),
             "retrieval_ms": round(self.retrieval_ms, 2),
         }
 
     def context(self, documents_dir: Path) -> list[dict[str, Any]]:
-        return [
-            {
-                "source": display_source(str(hit.payload.get("source", "")), documents_dir),
+        items = []
+        for rank, hit in enumerate(self.hits):
+            source = display_source(str(hit.payload.get("source", "")), documents_dir)
+            items.append({
+                "source": source,
                 "chunk": hit.payload.get("chunk"),
                 "score": round(hit.score, 4),
                 "text": hit.payload.get("text", ""),
+                "heading": hit.payload.get("heading") or None,
                 "used": rank < self.used,
-            }
-            for rank, hit in enumerate(self.hits)
-        ]
+                # the original suite's names for the document and the chunk
+                "doc_id": source,
+                "chunk_id": hit.id,
+                "scores": {k: round(v, 4) for k, v in self.scores.get(hit.id, {}).items()},
+            })  # fmt: skip
+        return items
 
 
 @dataclass
@@ -76,6 +97,40 @@ class Question:
     max_tokens: int | None = None
     temperature: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    retrieval: str = "hybrid"  # one of RETRIEVAL_MODES
+
+
+def fuse(
+    dense: list[Hit], extra: list[Hit], lexical: list[tuple[str, float]], topk: int, k: int
+) -> tuple[list[Hit], dict[str, dict[str, float]]]:
+    """The best `topk` hits, and each one's dense and lexical scores.
+
+    `dense` is the dense ranking, `lexical` BM25's (point id, score), and `extra` the
+    lexical points that are not in `dense`. With both rankings, reciprocal rank fusion
+    decides (a hit's `score` is its fused score); with one, that ranking and its score."""
+    by_id = {hit.id: hit for hit in (*dense, *extra)}
+    words = [(point, score) for point, score in lexical if point in by_id]  # still stored
+    scores: dict[str, dict[str, float]] = {hit.id: {"dense": hit.score} for hit in dense}
+    for point, score in words:
+        scores.setdefault(point, {})["lexical"] = score
+    ranked: list[tuple[str, float]]
+    if not words:
+        ranked = [(hit.id, hit.score) for hit in dense]
+    elif not dense:
+        ranked = words
+    else:
+        fused: dict[str, float] = {}
+        for ranking in ([hit.id for hit in dense], [point for point, _ in words]):
+            for rank, point in enumerate(ranking, start=1):
+                fused[point] = fused.get(point, 0.0) + 1.0 / (k + rank)
+        ranked = sorted(fused.items(), key=lambda item: -item[1])
+    hits = [replace(by_id[point], score=score) for point, score in ranked[:topk]]
+    return hits, {hit.id: scores.get(hit.id, {}) for hit in hits}
+
+
+def _searchable(payload: dict[str, Any]) -> str:
+    heading, text = payload.get("heading") or "", payload.get("text") or ""
+    return f"{heading}\n{text}" if heading else str(text)
 
 
 def display_source(source: str, documents_dir: Path) -> str:
@@ -95,8 +150,12 @@ class Answerer:
         gateway: GatewayClient,
         guard: Guard,
         metrics: RagMetrics,
+        lexical: LexicalIndex | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings
+        self.lexical = lexical
+        self.reranker = reranker
         self.store = store
         self.embedding = embedding
         self.gateway = gateway
@@ -115,28 +174,68 @@ class Answerer:
     async def retrieve(self, question: Question) -> Retrieved:
         started = time.perf_counter()
         deadline = Deadline(self.settings.rag_retrieval_timeout)
-        embedded = await self.guard.call(
-            "embedding",
-            lambda: self.embedding.embed([question.query], deadline.remaining()),
-            deadline,
-        )
+        mode = question.retrieval
+        candidates = max(question.topk, self.settings.rag_candidates)
+        lexical_ms = 0.0
+
+        async def words() -> list[tuple[str, float]]:
+            nonlocal lexical_ms
+            if mode == "dense" or self.lexical is None:
+                return []
+            began = time.perf_counter()
+            found = await asyncio.to_thread(
+                self.lexical.search, question.collection, question.query, candidates
+            )
+            lexical_ms = (time.perf_counter() - began) * 1000
+            return found
+
+        async def meaning() -> list[float] | None:
+            if mode == "lexical":
+                return None
+            embedded = await self.guard.call(
+                "embedding",
+                lambda: self.embedding.embed([question.query], deadline.remaining()),
+                deadline,
+            )
+            return embedded.vectors[0]
+
+        vector, lexical = await asyncio.gather(meaning(), words())
         searching = time.perf_counter()
-        hits = await self.guard.call(
-            "qdrant",
-            lambda: self.store.search(
-                question.collection,
-                embedded.vectors[0],
-                question.topk,
-                deadline.budget(self.settings.qdrant_timeout),
-            ),
-            deadline,
-        )
+        budget = deadline.budget(self.settings.qdrant_timeout)
+        also = [point for point, _ in lexical]
+        dense: list[Hit] = []
+        if vector is None:
+            extra = await self.guard.call(
+                "qdrant", lambda: self.store.search_ids(question.collection, also, budget), deadline
+            )
+        else:
+            limit = candidates if mode == "hybrid" or self.reranker else question.topk
+            dense, extra = await self.guard.call(
+                "qdrant",
+                lambda: self.store.search_and_read(
+                    question.collection, vector, limit, also, budget
+                ),
+                deadline,
+            )
+        keep = candidates if self.reranker else question.topk
+        hits, scores = fuse(dense, extra, lexical, keep, self.settings.rag_rrf_k)
+        if self.reranker is not None and hits:
+            hits = await asyncio.to_thread(self._rerank, question, hits)
         done = time.perf_counter()
         self.metrics.phase("retrieval", done - started)
         return Retrieved(
             question.collection, hits, self._fitting(hits),
-            (searching - started) * 1000, (done - searching) * 1000,
+            (searching - started) * 1000 if vector is not None else 0.0,
+            (done - searching) * 1000, lexical_ms, (done - started) * 1000, scores,
         )  # fmt: skip
+
+    def _rerank(self, question: Question, hits: list[Hit]) -> list[Hit]:
+        """The cross-encoder's order of the fused candidates, its scores as theirs."""
+        assert self.reranker is not None
+        passages = [_searchable(hit.payload) for hit in hits]
+        judged = self.reranker.scores(question.query, passages)
+        ranked = sorted(zip(judged, range(len(hits)), hits, strict=True), key=lambda t: -t[0])
+        return [replace(hit, score=score) for score, _, hit in ranked[: question.topk]]
 
     def _fitting(self, hits: list[Hit]) -> int:
         budget = self.settings.rag_context_tokens

@@ -1,9 +1,9 @@
 """The rag service's state and its work: what the routes share, built at start-up.
 
 It owns the dependencies (the Qdrant store, the embedding and gateway clients, their
-probes and the retry guard), the job store, the indexer and the answerer, and it
-accepts index work: paths confined to the folders rag may read, uploads written to disk
-before the job that reads them is recorded.
+probes and the retry guard), the job store, the lexical index, the query cache, the
+indexer and the answerer, and it accepts index work: paths confined to the folders rag
+may read, uploads written to disk before the job that reads them is recorded.
 """
 
 from __future__ import annotations
@@ -28,23 +28,30 @@ from localsuite.core.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from localsuite.core.health import HealthReport
+from localsuite.core.health import Check, HealthReport, timed_check
 from localsuite.core.http import create_session
 from localsuite.core.metrics import RagMetrics, new_registry
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
+from localsuite.core.timeouts import Deadline
+from localsuite.embedding.bundled import BUNDLED_NAME
+from localsuite.rag.cache import QueryCache
 from localsuite.rag.chunking import Chunker
 from localsuite.rag.clients import EmbeddingClient, GatewayClient
 from localsuite.rag.dependencies import Dependency, Guard
 from localsuite.rag.ingest import Indexer, plan_paths
-from localsuite.rag.jobstore import JobStore
+from localsuite.rag.jobstore import FINAL_STATES, JobStore
+from localsuite.rag.lexical import LexicalIndex
 from localsuite.rag.loaders import indexable, kind_of
 from localsuite.rag.query import Answerer
+from localsuite.rag.rerank import load_reranker
 from localsuite.rag.store import VectorStore
+from localsuite.rag.tokens import TokenizerSource, load_counter
 
 log = logging.getLogger("localsuite.rag")
 
 PROBE_BUDGET = 2.0  # seconds one health probe of a dependency may take
+LLM_PROBE_BUDGET = 30.0  # `GET /health?llm=true`: one token from the chat model
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -55,7 +62,15 @@ class RagService:
         self.settings = settings
         if settings.rag_chunk_overlap >= settings.rag_chunk_size:
             raise ConfigError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
-        self.chunker = Chunker(settings.rag_chunk_size, settings.rag_chunk_overlap)
+        self.counter = load_counter(
+            TokenizerSource(
+                settings.rag_tokenizer, settings.embedding_model_path,
+                settings.embedding_model == BUNDLED_NAME, settings.embedding_cache,
+            )
+        )  # fmt: skip
+        self.chunker = Chunker(settings.rag_chunk_size, settings.rag_chunk_overlap, self.counter)
+        self.cache = QueryCache(settings.rag_query_cache_size, settings.rag_query_cache_ttl)
+        self.reranker = load_reranker(settings.rag_reranker_model)
         self.registry = new_registry()
         self.metrics = RagMetrics(self.registry)
         self.root = settings.data_dir / "rag"
@@ -79,6 +94,7 @@ class RagService:
             url=settings.qdrant_url, path=self.root / "qdrant", timeout=settings.qdrant_timeout
         )
         self.jobs = await asyncio.to_thread(JobStore, self.root / "jobs.sqlite")
+        self.lexical = await asyncio.to_thread(LexicalIndex, self.root / "lexical.sqlite")
         self.embedding = EmbeddingClient(
             self.session, settings.embedding_service_url, settings.embedding_timeout,
             settings.api_key,
@@ -104,13 +120,15 @@ class RagService:
         }
         self.guard = Guard(self.dependencies, self.policy, self.metrics.retry)
         self.answerer = Answerer(
-            settings, self.store, self.embedding, self.gateway, self.guard, self.metrics
-        )
+            settings, self.store, self.embedding, self.gateway, self.guard, self.metrics,
+            self.lexical, self.reranker,
+        )  # fmt: skip
         self.indexer = Indexer(
-            self.jobs, self.store, self.embedding, self.dependencies, self.chunker,
+            self.jobs, self.store, self.lexical, self.embedding, self.dependencies, self.chunker,
             batch_size=settings.rag_index_batch_size,
             backoff=RetryPolicy(wait_min=0.25, wait_max=max(0.25, settings.qdrant_retry_max_wait)),
             embed_budget=settings.embedding_timeout, metrics=self.metrics, uploads=self.uploads,
+            concurrency=settings.rag_index_concurrency, on_change=self.cache.changed,
         )  # fmt: skip
         # One probe round before serving, so the first requests and /health know who is up.
         await asyncio.gather(*(d.probe() for d in self.dependencies.values()))
@@ -129,14 +147,19 @@ class RagService:
         if self._ready:
             await self.store.close()
             await asyncio.to_thread(self.jobs.close)
+            await asyncio.to_thread(self.lexical.close)
             await self.session.close()
 
     def collection(self, name: str | None) -> str:
         return name or self.settings.rag_collection
 
-    async def health(self) -> HealthReport:
+    async def health(self, *, llm: bool = False) -> HealthReport:
+        """Each dependency's last probe; with `llm`, the chat model is asked for a token
+        too (through the gateway), which says more than the gateway's own health."""
         checks = tuple(d.check() for d in self.dependencies.values()) if self._ready else ()
         down = [name for name, d in self.dependencies.items() if not d.up] if self._ready else []
+        if llm and self._ready:
+            checks = (*checks, await self._ask_llm())
         jobs = await asyncio.to_thread(self.jobs.active_counts) if self._ready else {}
         retry = min((self.guard.retry_after(n) for n in down), default=1.0)
         info = {
@@ -145,6 +168,18 @@ class RagService:
             "jobs": jobs,
         }
         return HealthReport("rag", checks, info, retry_after=retry)
+
+    async def _ask_llm(self) -> Check:
+        alias = self.settings.api_gateway_chat_model
+        body = {"model": alias, "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 1, "temperature": 0}  # fmt: skip
+        budget = min(LLM_PROBE_BUDGET, self.settings.rag_llm_timeout)
+
+        async def ask() -> str:
+            answer = await self.gateway.chat(body, budget)
+            return f"{answer.get('model') or alias} answered"
+
+        return await timed_check("llm", ask)
 
     # --- accepting work ------------------------------------------------------------------
     def resolve_paths(self, given: list[str] | None) -> list[Path]:
@@ -222,6 +257,27 @@ class RagService:
         self.indexer.wake()
         self.metrics.job_states(await asyncio.to_thread(self.jobs.active_counts))
         return await self.job(job_id)
+
+    async def finished(self, job: dict[str, Any], within: float) -> dict[str, Any]:
+        """The job once it is over, or as it stands after `within` seconds."""
+        if job["state"] not in FINAL_STATES and within > 0:
+            await self.indexer.wait_finished(job["id"], within)
+        return await self.job(job["id"])
+
+    async def forget_collection(self, name: str) -> tuple[bool, int, list[str]]:
+        """Delete a collection everywhere: Qdrant, the ledger, the lexical index, its
+        unfinished jobs (and their uploads), its cached answers."""
+        deadline = Deadline(self.settings.qdrant_timeout)
+        existed = await self.guard.call("qdrant", lambda: self.store.drop(name), deadline)
+        forgotten = await asyncio.to_thread(self.jobs.forget_collection, name)
+        cancelled = await asyncio.to_thread(self.jobs.cancel_collection, name)
+        await asyncio.to_thread(self.lexical.drop, name)
+        for job_id in cancelled:  # their uploads will never be read now
+            await asyncio.to_thread(shutil.rmtree, self.uploads / job_id, True)
+            self.indexer.ended(job_id)
+        self.indexer.forget(name)
+        self.cache.changed(name)
+        return existed, forgotten, cancelled
 
     async def job(self, job_id: str) -> dict[str, Any]:
         job = await asyncio.to_thread(self.jobs.get, job_id)

@@ -187,13 +187,66 @@ class VectorStore:
     async def search(
         self, name: str, vector: Sequence[float], limit: int, budget: float | None = None
     ) -> list[Hit]:
-        def query(client: QdrantClient) -> list[Hit]:
+        """The `limit` points nearest to `vector`, best first."""
+        dense, _ = await self.search_and_read(name, vector, limit, (), budget)
+        return dense
+
+    async def search_and_read(
+        self,
+        name: str,
+        vector: Sequence[float],
+        limit: int,
+        also: Sequence[str],
+        budget: float | None = None,
+    ) -> tuple[list[Hit], list[Hit]]:
+        """The `limit` points nearest to `vector`, best first, and those of the points
+        `also` (found another way) that are not among them (score 0), in one call."""
+
+        def query(client: QdrantClient) -> tuple[list[Hit], list[Hit]]:
             if not client.collection_exists(name):
                 raise CollectionMissing(f"collection {name!r} does not exist")
             found = client.query_points(name, query=list(vector), limit=limit, with_payload=True)
-            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found.points]
+            hits = [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in found.points]
+            seen = {hit.id for hit in hits}
+            missing = [i for i in also if i not in seen]
+            extra = []
+            if missing:
+                points = client.retrieve(name, ids=missing, with_payload=True, with_vectors=False)
+                extra = [Hit(str(p.id), 0.0, dict(p.payload or {})) for p in points]
+            return hits, extra
 
         return await self._run(f"search {name!r}", query, budget)
+
+    async def search_ids(
+        self, name: str, ids: Sequence[str], budget: float | None = None
+    ) -> list[Hit]:
+        """The points `ids` (score 0), in no particular order; unknown ids are left out."""
+
+        def fetch(client: QdrantClient) -> list[Hit]:
+            if not client.collection_exists(name):
+                raise CollectionMissing(f"collection {name!r} does not exist")
+            if not ids:
+                return []
+            found = client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=False)
+            return [Hit(str(p.id), 0.0, dict(p.payload or {})) for p in found]
+
+        return await self._run(f"read {len(ids)} point(s) of {name!r}", fetch, budget)
+
+    async def payloads(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every point's id and payload (no vectors)."""
+
+        def scroll(client: QdrantClient) -> list[tuple[str, dict[str, Any]]]:
+            out: list[tuple[str, dict[str, Any]]] = []
+            offset = None
+            while True:
+                points, offset = client.scroll(
+                    name, limit=1000, offset=offset, with_payload=True, with_vectors=False
+                )
+                out.extend((str(p.id), dict(p.payload or {})) for p in points)
+                if offset is None:
+                    return out
+
+        return await self._run(f"read the points of {name!r}", scroll)
 
     async def count(self, name: str) -> int:
         return await self._run(f"count {name!r}", lambda c: c.count(name, exact=True).count)

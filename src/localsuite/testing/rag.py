@@ -11,6 +11,8 @@ import httpx
 from localsuite.rag.service import RagService
 from localsuite.testing.servers import wait_until
 
+ASYNC = {"Prefer": "respond-async"}  # the job at once, not the result
+
 
 @dataclass
 class Rag:
@@ -21,7 +23,9 @@ class Rag:
 
     def index(self, collection: str, *paths: Path | str, within: float = 120) -> dict[str, Any]:
         body = {"paths": [str(p) for p in paths]} if paths else None
-        accepted = self.client.post("/index", params={"collection": collection}, json=body)
+        accepted = self.client.post(
+            "/index", params={"collection": collection}, json=body, headers=ASYNC
+        )
         assert accepted.status_code == 202, accepted.text
         return self.wait_job(accepted.json()["job"]["id"], within)
 
