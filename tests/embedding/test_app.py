@@ -11,9 +11,9 @@ import numpy as np
 import openai
 import pytest
 
+from localsuite.core.bundled import unpacked_model
 from localsuite.embedding.app import create_embedding_app
 from localsuite.embedding.backends.sentence_transformers import SentenceTransformersBackend
-from localsuite.embedding.bundled import unpacked_model
 from localsuite.testing.servers import serve_in_thread, wait_until
 
 CAT = "The cat sits on the mat."

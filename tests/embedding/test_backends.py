@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from localsuite.core.bundled import unpacked_model
 from localsuite.core.errors import ConfigError
 from localsuite.embedding.backends import create_backend
 from localsuite.embedding.backends.fastembed import FastEmbedBackend
 from localsuite.embedding.backends.openai import OpenAIBackend, spread
 from localsuite.embedding.backends.sentence_transformers import SentenceTransformersBackend
-from localsuite.embedding.bundled import unpacked_model
 
 
 def onnx_dir(tmp_path: Path) -> Path:

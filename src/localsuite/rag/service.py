@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.datastructures import UploadFile
 
+from localsuite.core.bundled import BUNDLED_NAME
 from localsuite.core.errors import (
     ConfigError,
     Forbidden,
@@ -34,7 +35,6 @@ from localsuite.core.metrics import RagMetrics, new_registry
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
 from localsuite.core.timeouts import Deadline
-from localsuite.embedding.bundled import BUNDLED_NAME
 from localsuite.rag.cache import QueryCache
 from localsuite.rag.chunking import Chunker
 from localsuite.rag.clients import EmbeddingClient, GatewayClient

