@@ -139,7 +139,8 @@ def test_silent_backend_costs_one_first_byte_timeout_for_streams(stack: Stack) -
 
 
 def test_hung_backend_is_detected_by_the_prober_for_plain_answers(stack: Stack) -> None:
-    """A plain answer arrives whole: a hang is caught when the prober marks it down."""
+    """A hung backend is caught by the prober (it marks it down, waking what waits on it)
+    or by the first-byte timeout, whichever comes first: never by the deadline."""
     stack.primary.fault("hang")
     stack.primary.health_hangs = True
     started = time.monotonic()

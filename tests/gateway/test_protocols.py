@@ -303,3 +303,15 @@ def test_a_stream_cut_inside_a_tool_call_is_not_continued(stack: Stack, protocol
     else:
         assert last_name == "error" and events[-2][0] == "response.failed"
     assert stack.secondary.requests == []  # no prefill continuation of half a call
+
+
+def test_headers_that_say_what_the_body_means_reach_the_backend(stack: Stack) -> None:
+    claude(stack).messages.create(
+        model="chat-7b", max_tokens=4, messages=HELLO,  # type: ignore[arg-type]
+        extra_headers={"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"},
+    )  # fmt: skip
+    sent = stack.primary.headers[-1]
+    assert sent["anthropic-version"] and sent["anthropic-beta"].startswith("fine-grained")
+    assert (
+        "authorization" not in sent or "unused" not in sent["authorization"]
+    )  # not the client's key

@@ -106,3 +106,16 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
     key = cache.key("docs", {})
     cache.put(key, {"answer": "a"})
     assert not cache.enabled and cache.get(key) is None
+
+
+def test_the_top_chunks_can_be_kept_from_several_documents() -> None:
+    pages = ["a.html", "a.html", "a.html", "b.html", "c.html"]
+    dense = [Hit(f"p{i}", 1 - i / 10, {"source": page}) for i, page in enumerate(pages)]
+    any_page, _ = fuse(dense, [], [], topk=3, k=60)
+    two_each, _ = fuse(dense, [], [], topk=3, k=60, per_source=2)
+    one_each, _ = fuse(dense, [], [], topk=3, k=60, per_source=1)
+    assert [h.payload["source"] for h in any_page] == ["a.html"] * 3
+    assert [h.payload["source"] for h in two_each] == ["a.html", "a.html", "b.html"]
+    assert [h.payload["source"] for h in one_each] == ["a.html", "b.html", "c.html"]
+    few, _ = fuse(dense[:3], [], [], topk=3, k=60, per_source=1)  # one page only: still 3
+    assert [h.id for h in few] == ["p0", "p1", "p2"]

@@ -93,6 +93,7 @@ class Exchange:
     affinity: str | None = None
     priority: int = 0  # 0 interactive, 1 batch: the order in a queue
     pinned: Deployment | None = None  # state lives there (`previous_response_id`)
+    forward: dict[str, str] = field(default_factory=dict)  # client headers the backend gets
     count: int = 0
     notes: list[str] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)

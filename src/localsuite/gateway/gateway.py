@@ -33,6 +33,7 @@ from localsuite.gateway.servers import Health, Server
 
 log = logging.getLogger("localsuite.gateway")
 
+STATES_REMEMBERED = 10_000
 BACKEND_HEADER = "x-localsuite-backend"
 DEPLOYMENT_HEADER = "x-localsuite-deployment"
 ATTEMPTS_HEADER = "x-localsuite-attempts"
@@ -45,7 +46,8 @@ class Gateway:
         self.registry = new_registry()
         self.metrics = GatewayMetrics(self.registry)
         self.affinity = Affinity(settings.gateway_affinity_entries)
-        self.states = Affinity(settings.gateway_affinity_entries)  # response id → deployment
+        # response id → the deployment that holds it; kept even with affinity off
+        self.states = Affinity(settings.gateway_affinity_entries or STATES_REMEMBERED)
         self.admission = Admission(Balancer(self.affinity), self._alias_policy, self.metrics)
         self.table = self._build(routing, None)
         self.engine = self._engine(self.table)
@@ -198,11 +200,15 @@ class Gateway:
     async def health(self) -> HealthReport:
         table = self.table
         checks = []
+        fallbacks = table.config.policy.fallbacks
         for alias in table.config.routes:
-            serving = [d.id for d in table.deployments_of(alias) if d.usable]
+            candidates = [d for a in (alias, *fallbacks.get(alias, ()))
+                          for d in table.deployments_of(a)]  # fmt: skip
+            serving = list(dict.fromkeys(d.id for d in candidates if d.usable))
+            why = "; ".join(f"{d.id}: {d.why_not_usable()}" for d in candidates)
             checks.append(Check(f"alias:{alias}", bool(serving),
                                 detail=f"served by {', '.join(serving)}" if serving
-                                else "no backend up"))  # fmt: skip
+                                else f"no backend up ({why})"))  # fmt: skip
         info = {
             "backends": {name: s.describe() for name, s in table.servers.items()},
             "deployments": {d_id: d.describe() for d_id, d in table.deployments.items()},

@@ -28,6 +28,8 @@ from localsuite.gateway.relay import StreamRelay, serve_plain
 from localsuite.gateway.routing import Table
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Client headers that say what the body means, passed to the backend as they came.
+FORWARDED = ("anthropic-version", "anthropic-beta", "openai-beta")
 PRIORITIES = {"interactive": 0, "batch": 1}
 
 
@@ -49,6 +51,7 @@ async def handle(gateway: Gateway, request: Request, protocol: Protocol) -> Resp
         affinity=affinity_key(request, body, protocol, gateway.affinity.size > 0),
         priority=priority_of(request),
         pinned=pinned_deployment(gateway, engine.table, protocol, body),
+        forward={k: v for k in FORWARDED if (v := request.headers.get(k)) is not None},
     )
     metrics = gateway.metrics
     try:

@@ -99,7 +99,7 @@ class Relay:
         payload = orjson.dumps(body if deployment.spec.model is None
                                else {**body, "model": deployment.spec.model})  # fmt: skip
         path = exchange.protocol.path
-        headers = {REQUEST_ID: exchange.request_id}
+        headers = {REQUEST_ID: exchange.request_id, **exchange.forward}
         loop = asyncio.get_running_loop()
         cap = self._cap(attempt, stream)
         ends_at = loop.time() + cap
@@ -111,6 +111,9 @@ class Relay:
                 if response.status >= 300:
                     await self._judge_error(attempt, response)
                 if on_event is None or not _is_event_stream(response):
+                    # a whole body (a backend that answered plain): bounded by the attempt's
+                    # cap, not by the first-byte timeout that its headers met
+                    scope.reschedule(ends_at)
                     data = await response.read()
                     if on_event is not None and stream:
                         raise BadStream(f"{deployment.id}: answered a stream request with "

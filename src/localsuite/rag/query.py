@@ -101,13 +101,20 @@ class Question:
 
 
 def fuse(
-    dense: list[Hit], extra: list[Hit], lexical: list[tuple[str, float]], topk: int, k: int
+    dense: list[Hit],
+    extra: list[Hit],
+    lexical: list[tuple[str, float]],
+    topk: int,
+    k: int,
+    per_source: int = 0,
 ) -> tuple[list[Hit], dict[str, dict[str, float]]]:
     """The best `topk` hits, and each one's dense and lexical scores.
 
     `dense` is the dense ranking, `lexical` BM25's (point id, score), and `extra` the
     lexical points that are not in `dense`. With both rankings, reciprocal rank fusion
-    decides (a hit's `score` is its fused score); with one, that ranking and its score."""
+    decides (a hit's `score` is its fused score); with one, that ranking and its score.
+    `per_source` > 0 keeps at most that many chunks of one document, so that the top
+    few are not all one page's neighbours (the rest are filled from the next best)."""
     by_id = {hit.id: hit for hit in (*dense, *extra)}
     words = [(point, score) for point, score in lexical if point in by_id]  # still stored
     scores: dict[str, dict[str, float]] = {hit.id: {"dense": hit.score} for hit in dense}
@@ -124,8 +131,28 @@ def fuse(
             for rank, point in enumerate(ranking, start=1):
                 fused[point] = fused.get(point, 0.0) + 1.0 / (k + rank)
         ranked = sorted(fused.items(), key=lambda item: -item[1])
-    hits = [replace(by_id[point], score=score) for point, score in ranked[:topk]]
+    chosen = _diverse(ranked, by_id, topk, per_source)
+    hits = [replace(by_id[point], score=score) for point, score in chosen]
     return hits, {hit.id: scores.get(hit.id, {}) for hit in hits}
+
+
+def _diverse(
+    ranked: list[tuple[str, float]], by_id: dict[str, Hit], topk: int, per_source: int
+) -> list[tuple[str, float]]:
+    if per_source <= 0:
+        return ranked[:topk]
+    kept: list[tuple[str, float]] = []
+    counts: dict[object, int] = {}
+    for point, score in ranked:
+        source = by_id[point].payload.get("source")
+        if counts.get(source, 0) < per_source:
+            counts[source] = counts.get(source, 0) + 1
+            kept.append((point, score))
+            if len(kept) == topk:
+                return kept
+    seen = {point for point, _ in kept}  # too few documents: their other chunks, in order
+    kept += [(p, s) for p, s in ranked if p not in seen][: topk - len(kept)]
+    return sorted(kept, key=lambda item: -item[1])
 
 
 def _searchable(payload: dict[str, Any]) -> str:
@@ -218,7 +245,8 @@ class Answerer:
                 deadline,
             )
         keep = candidates if self.reranker else question.topk
-        hits, scores = fuse(dense, extra, lexical, keep, self.settings.rag_rrf_k)
+        hits, scores = fuse(dense, extra, lexical, keep, self.settings.rag_rrf_k,
+                            self.settings.rag_chunks_per_source)  # fmt: skip
         if self.reranker is not None and hits:
             hits = await asyncio.to_thread(self._rerank, question, hits)
         done = time.perf_counter()
