@@ -16,7 +16,6 @@ bounded by the request's deadline), retrying only what can pass: no answer, a ti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -27,12 +26,12 @@ from localsuite.core.errors import (
     InvalidRequest,
     LocalSuiteError,
     NotFound,
-    Refused,
     ServiceUnavailable,
-    UpstreamError,
 )
+from localsuite.core.failures import dependency_error
 from localsuite.core.health import Check
-from localsuite.core.http import BadAnswer, ErrorAnswer, NoAnswer
+from localsuite.core.http import ErrorAnswer, NoAnswer
+from localsuite.core.probe import Prober
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.timeouts import Deadline
 from localsuite.rag.store import CollectionMissing, StoreRejected, StoreUnavailable
@@ -73,7 +72,7 @@ class Dependency:
         self.latency_ms: float | None = None
         self.since = time.time()
         self._changed = asyncio.Condition()
-        self._nudged = asyncio.Event()
+        self.prober = Prober(name, self.probe, self.next_probe_in)  # core's one loop
 
     @property
     def up(self) -> bool:
@@ -108,18 +107,13 @@ class Dependency:
 
     def nudge(self) -> None:
         """Traffic saw a failure: probe now rather than at the next tick."""
-        self._nudged.set()
+        self.prober.nudge()
 
     def next_probe_in(self) -> float:
         return self.interval if self.up else max(0.05, self.interval / 4)
 
     async def run(self) -> None:
-        while True:
-            self._nudged.clear()
-            await self.probe()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.next_probe_in()):
-                    await self._nudged.wait()
+        await self.prober.run()
 
     async def wait_up(self) -> None:
         """Return once the dependency is up (at once if it is)."""
@@ -186,8 +180,4 @@ class Guard:
             return NotFound(str(exc), code="collection_not_found")
         if isinstance(exc, StoreRejected):
             return InvalidRequest(str(exc), code="qdrant_rejected")
-        if isinstance(exc, ErrorAnswer) and 400 <= exc.status < 500:
-            return Refused(exc.status, f"{name} refused the request: {exc.message()}")
-        if isinstance(exc, ErrorAnswer | BadAnswer):
-            return UpstreamError(f"{name} answered badly: {exc}")
-        return UpstreamError(f"{name} failed: {type(exc).__name__}: {exc}")
+        return dependency_error(name, exc, retry_after=self.retry_after(name))  # core's table
