@@ -224,7 +224,12 @@ def test_embedding_killed_during_an_index_job_loses_no_chunk(
     write_generated_corpus(corpus, files=40, paragraphs=8)
     inside = "/data/documents/corpus"  # DATA_DIR is mounted at /data
     with httpx.Client(headers=AUTH, base_url=url(settings, "rag_port"), timeout=60) as client:
-        accepted = client.post("/index", params={"collection": "chaos"}, json={"paths": [inside]})
+        accepted = client.post(
+            "/index",
+            params={"collection": "chaos"},
+            json={"paths": [inside]},
+            headers={"Prefer": "respond-async"},  # the job at once: it is killed under it
+        )
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job"]["id"]
         wait_until(lambda: job(client, job_id)["chunks_added"] > 0, 120, "the job to write")
@@ -255,7 +260,8 @@ def test_embedding_killed_during_an_index_job_loses_no_chunk(
         wait_until(lambda: finished(client, job_id), 300, "the interrupted job to finish")
         interrupted = job(client, job_id)
 
-        clean = client.post("/index", params={"collection": "clean"}, json={"paths": [inside]})
+        clean = client.post("/index", params={"collection": "clean"}, json={"paths": [inside]},
+                            headers={"Prefer": "respond-async"})  # fmt: skip
         assert clean.status_code == 202, clean.text
         wait_until(lambda: finished(client, clean.json()["job"]["id"]), 300, "a clean run")
         counts = {c["name"]: c["points"] for c in client.get("/collections").json()["collections"]}
