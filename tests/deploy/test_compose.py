@@ -358,3 +358,24 @@ def test_compose_refuses_to_run_without_the_key(docker_compose: str, tmp_path: P
     )  # fmt: skip
     assert done.returncode != 0
     assert "LOCALSUITE_API_KEY" in done.stderr and "localsuite compose" in done.stderr
+
+
+def test_chat_replicas_are_services_behind_the_gateway(clean_settings_env: None) -> None:
+    from localsuite.gateway.config import default_routing
+
+    text = render_compose(Settings(_env_file=None, chat_replicas=3))
+    services = yaml.safe_load(text)["services"]
+    first = services["inference-chat"]
+    for name in ("inference-chat-2", "inference-chat-3"):
+        twin = services[name]
+        assert twin["command"] == first["command"] and twin["image"] == first["image"]
+        assert twin["healthcheck"] == first["healthcheck"] and "ports" not in twin
+    env = services["api-gateway"]["environment"]
+    assert env["CHAT_REPLICAS"] == "3"
+    routing = default_routing(Settings(_env_file=None, **{k.lower(): v for k, v in env.items()
+                                                           if "KEY" not in k}))  # fmt: skip
+    group = [routing.servers[r.deployment].api_base for r in routing.groups("chat-7b")[0]]
+    assert group == ["http://inference-chat:8001/v1", "http://inference-chat-2:8001/v1",
+                     "http://inference-chat-3:8001/v1"]  # fmt: skip
+    template = yaml.safe_load(render_compose_template())["services"]
+    assert "inference-chat-2" not in template  # the template runs one: CHAT_REPLICAS is fixed

@@ -24,6 +24,7 @@ service name; `HOST` and the `*_PORT` variables only choose where ports are publ
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from localsuite.deploy.containers import (
     profiles,
 )
 from localsuite.deploy.values import ComposeValues, ConcreteValues, TemplateValues
+from localsuite.supervisor.services import replica_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +162,27 @@ def _inference(
     return spec
 
 
+def _replicas(first: dict[str, Any], values: ComposeValues) -> dict[str, Any]:
+    """inference-chat-2 ... for `CHAT_REPLICAS` (`localsuite compose` only: the template
+    runs one): inference-chat's twins on the Compose network, which only the gateway
+    calls, so their ports are not published."""
+    out = {}
+    for number in range(2, values.chat_replicas() + 1):
+        twin = copy.deepcopy({k: v for k, v in first.items() if k != "ports"})  # no anchors
+        out[replica_name("inference-chat", number)] = twin
+    return out
+
+
 def _python_env(values: ComposeValues, variant: Variant) -> dict[str, str]:
     """Every setting for every Python service: the container's own, then `.env`'s."""
     fixed = container_settings(embedded_qdrant=variant.embedded_qdrant)
+    count = values.chat_replicas()
+    fixed["CHAT_REPLICAS"] = str(count)  # as many as the file runs, not what .env says
+    fixed["INFERENCE_CHAT_REPLICA_URLS"] = ",".join(
+        # the twins listen on inference-chat's port, each at its own name
+        f"http://{replica_name('inference-chat', n)}:{container_port('inference-chat')}/v1"
+        for n in range(2, count + 1)
+    )
     env = {}
     for field in Settings.model_fields:
         name = field.upper()
@@ -213,6 +233,8 @@ def _document(values: ComposeValues, cuda: set[str], variant: Variant) -> dict[s
     for name in SERVICE_ORDER:
         if name in INFERENCE_SERVICES:
             services[name] = _inference(name, values, variant, cuda=name in cuda)
+            if name == "inference-chat":
+                services.update(_replicas(services[name], values))
         elif name == "qdrant":
             if not variant.embedded_qdrant:
                 services[name] = _qdrant(values)

@@ -50,6 +50,7 @@ class ComposeValues(Protocol):
     def host_path(self, field: str, below: str = "") -> str: ...
     def gpu_layers(self, field: str) -> str: ...
     def build(self) -> dict[str, str] | None: ...
+    def chat_replicas(self) -> int: ...
 
 
 class TemplateValues:
@@ -85,6 +86,9 @@ class TemplateValues:
     def build(self) -> dict[str, str] | None:
         return {"context": ".", "dockerfile": "deploy/Dockerfile"}
 
+    def chat_replicas(self) -> int:
+        return 1  # a file's services are fixed: `localsuite compose` writes replicas
+
 
 class ConcreteValues:
     """One configuration's values, for `localsuite compose`."""
@@ -112,6 +116,9 @@ class ConcreteValues:
 
     def gpu_layers(self, field: str) -> str:
         return as_text(getattr(self.settings, field))
+
+    def chat_replicas(self) -> int:
+        return self.settings.chat_replicas
 
     def build(self) -> dict[str, str] | None:
         """The checkout this module runs from, if it is one (an installed wheel is not)."""
