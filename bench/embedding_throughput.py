@@ -33,8 +33,8 @@ import aiohttp
 import orjson
 import psutil
 
-from localsuite.core.settings import Settings
 from localsuite.core.bundled import unpacked_model
+from localsuite.core.settings import Settings
 from localsuite.testing.processes import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
