@@ -137,11 +137,11 @@ def run_rag(
                 "ranked": ranked,
             }
         }
-        for mode in () if old_api else ("dense", "lexical"):
-            ranked, wall, service = ask_all(
-                client, root, questions, {**uncached, "retrieval": mode}
-            )
-            out[f"rag ({mode})"] = {
+        variants = {f"rag ({mode})": {"retrieval": mode} for mode in ("dense", "lexical")}
+        variants |= {f"rag ({n} a page)": {"per_source": n} for n in (1, 2)}
+        for name, asked in () if old_api else variants.items():
+            ranked, wall, service = ask_all(client, root, questions, {**uncached, **asked})
+            out[name] = {
                 **out["rag"], "query": latency(wall), "ranked": ranked,
                 "query_in_service_p50_ms": statistics.median(service),
             }  # fmt: skip

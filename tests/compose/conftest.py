@@ -43,9 +43,22 @@ if os.environ.get("LOCALSUITE_COMPOSE_TEST") != "1":
 
 FIGURES: dict[str, Any] = {}
 # The containers listen on 0.0.0.0, so the services demand a key (`core.auth`): this
-# run's own, in the environment Compose reads and the tests' clients send.
-API_KEY = os.environ.setdefault("LOCALSUITE_API_KEY", secrets.token_urlsafe(24))
+# run's own, in the environment Compose reads (`compose_key`) and the tests' clients send.
+API_KEY = os.environ.get("LOCALSUITE_API_KEY") or secrets.token_urlsafe(24)
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compose_key() -> Iterator[None]:
+    """The key in the environment of the `docker-compose` runs, for these tests only (a
+    conftest is imported by every session: setting it at import would key every test)."""
+    before = os.environ.get("LOCALSUITE_API_KEY")
+    os.environ["LOCALSUITE_API_KEY"] = API_KEY
+    yield
+    if before is None:
+        del os.environ["LOCALSUITE_API_KEY"]
+    else:
+        os.environ["LOCALSUITE_API_KEY"] = before
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -74,8 +74,9 @@ class Server:
         self.slots: int | None = None  # what the server says it can run at once
         self.failed_models: dict[str, str] = {}  # model → why the server says it failed
         self.lists_models = False  # set when a deployment names a model on this server
-        # Learned: the server closes a connection after a streamed answer although it says
-        # keep-alive (llama.cpp's HTTP server does); such connections are not reused.
+        # The server closes a connection after a streamed answer although it says
+        # keep-alive (llama.cpp's HTTP server does): such connections are not reused.
+        # Learned from its `Server` header, or from a pooled connection found closed.
         self.closes_after_streams = False
         self.deployments: list[Any] = []  # its `Deployment`s, told when a probe passes
         self._silent_probes = 0
@@ -146,13 +147,19 @@ class Server:
     ) -> aiohttp.ClientResponse:
         all_headers = {**self.headers, **headers}
         try:
-            return await session.post(self.url(path), data=payload, headers=all_headers)
-        except aiohttp.ServerDisconnectedError:
+            response = await session.post(self.url(path), data=payload, headers=all_headers)
+        except aiohttp.ClientConnectorError:
+            raise  # refused: nothing listens; trying again at once would say the same
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # a pooled connection the server had closed: the request never reached it
             if not self.closes_after_streams:
                 log.info("server %s closed a pooled connection: streamed answers from it "
                          "will not be kept alive", self.name)  # fmt: skip
                 self.closes_after_streams = True
-            return await session.post(self.url(path), data=payload, headers=all_headers)
+            response = await session.post(self.url(path), data=payload, headers=all_headers)
+        if response.headers.get("Server", "").startswith("llama.cpp"):
+            self.closes_after_streams = True
+        return response
 
     # --- probing -----------------------------------------------------------------------
     def start(self, session: aiohttp.ClientSession) -> None:

@@ -63,7 +63,7 @@ def inference_plan(
         "--metrics",
     ]  # fmt: skip
     if settings.api_key:  # the suite's key guards llama-server too (its /health stays open)
-        argv += ["--api-key-file", str(key_file(settings))]
+        argv += ["--api-key-file", str(write_key_file(settings))]
     return InferencePlan(service, entry, listen_port, argv)
 
 
@@ -73,11 +73,12 @@ def key_file(settings: Settings) -> Path:
     return settings.data_dir / "run" / "llama-api-key"
 
 
-def write_key_file(settings: Settings) -> None:
-    if not settings.api_key:
-        return
+def write_key_file(settings: Settings) -> Path:
+    """The key file, written now: whoever starts this command line finds it there."""
+    assert settings.api_key is not None
     path = key_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(settings.api_key + "\n")
+    return path

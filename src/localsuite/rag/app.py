@@ -88,6 +88,10 @@ class QueryRequest(BaseModel):
     retrieval: Literal["hybrid", "dense", "lexical"] | None = Field(
         None, description="How chunks are found; default RAG_RETRIEVAL"
     )
+    per_source: int | None = Field(
+        None, ge=0, le=100,
+        description="At most this many chunks of one document; default RAG_CHUNKS_PER_SOURCE",
+    )  # fmt: skip
     cache: bool = Field(True, description="False: neither read nor fill the query cache")
     stream: bool = Field(False, description="Answer as server-sent events")
     model: str | None = Field(
@@ -187,13 +191,16 @@ def create_rag_app(settings: Settings) -> FastAPI:
             body.query, service.collection(body.collection), body.topk or settings.rag_topk,
             body.model, body.max_tokens, body.temperature,
             retrieval=body.retrieval or settings.rag_retrieval,
+            per_source=settings.rag_chunks_per_source if body.per_source is None
+            else body.per_source,
         )  # fmt: skip
         cache = service.cache
         key = None
         if body.cache and not body.stream and cache.enabled:
             params = body.model_dump(exclude={"collection", "stream", "cache"})
             key = cache.key(question.collection, {**params, "topk": question.topk,
-                                                  "retrieval": question.retrieval})  # fmt: skip
+                                                  "retrieval": question.retrieval,
+                                                  "per_source": question.per_source})  # fmt: skip
             hit = cache.get(key)
             if hit is not None:
                 service.metrics.query("ok")

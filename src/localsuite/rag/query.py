@@ -98,6 +98,7 @@ class Question:
     temperature: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     retrieval: str = "hybrid"  # one of RETRIEVAL_MODES
+    per_source: int = 0  # at most this many chunks of one document; 0: any
 
 
 def fuse(
@@ -246,7 +247,7 @@ class Answerer:
             )
         keep = candidates if self.reranker else question.topk
         hits, scores = fuse(dense, extra, lexical, keep, self.settings.rag_rrf_k,
-                            self.settings.rag_chunks_per_source)  # fmt: skip
+                            question.per_source)  # fmt: skip
         if self.reranker is not None and hits:
             hits = await asyncio.to_thread(self._rerank, question, hits)
         done = time.perf_counter()

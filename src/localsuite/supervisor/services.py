@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from localsuite.core.auth import refuse_exposure
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
-from localsuite.inference.command import INFERENCE_SERVICES, inference_plan, write_key_file
+from localsuite.inference.command import INFERENCE_SERVICES, inference_plan
 from localsuite.inference.registry import ModelRegistry
 from localsuite.supervisor.health import HealthCheck
 
@@ -205,7 +205,6 @@ def build_services(settings: Settings, preset: str) -> list[ServiceSpec]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     refuse_exposure(settings, "the stack")  # before anything starts
-    write_key_file(settings)
     present = PRESETS[preset]
     registry = ModelRegistry(settings.models_dir)
     specs: dict[str, ServiceSpec] = {}
