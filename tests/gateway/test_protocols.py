@@ -64,6 +64,27 @@ def test_messages_stream_through_the_sdk(stack: Stack) -> None:
     assert text == FULL and final.stop_reason == "max_tokens"
 
 
+def test_a_backend_that_skips_message_start_still_gives_one_message(stack: Stack) -> None:
+    """Some llama-server builds open a stream whose first token is part of an emoji
+    without `message_start`: the gateway opens the message, plain and streamed."""
+    stack.primary.skip_message_start = True
+    sdk = claude(stack)
+    raw = sdk.messages.with_raw_response.create(model="chat-7b", max_tokens=64, messages=HELLO)
+    assert raw.headers["x-localsuite-attempts"] == "1"  # not garbage: no failover
+    message = raw.parse()
+    assert message.content[0].text == FULL and message.model == "chat-7b"  # type: ignore[union-attr]
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == len(WORDS)
+    with sdk.messages.stream(model="chat-7b", max_tokens=64, messages=HELLO) as stream:
+        assert "".join(stream.text_stream) == FULL
+        assert stream.get_final_message().stop_reason == "max_tokens"
+    with stack.client() as client:
+        body = {"model": "chat-7b", "max_tokens": 64, "messages": HELLO, "stream": True}
+        kinds = [name for name, _ in sse_events(client.post("/v1/messages", json=body).content)]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds.count("message_start") == 1 and kinds[-1] == "message_stop"
+    assert len(stack.secondary.requests) == 0
+
+
 @pytest.mark.parametrize("fault", ["cut", "stall", "garbage"])
 def test_a_broken_messages_stream_is_continued_as_one_well_formed_message(
     stack: Stack, fault: str

@@ -61,6 +61,9 @@ class FakeUpstream:
     slots: int | None = None  # /props total_slots; None: no /props (not llama-server)
     tool_call: bool = False  # answer with a call of TOOL instead of text
     refuse_prefill: bool = False  # 400 for a trailing assistant turn (some servers do)
+    # a Messages stream without `message_start`, as some llama-server builds send when
+    # the first token is a piece of an emoji
+    skip_message_start: bool = False
     model_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # router mode
     burst: bool = False  # a stream with no fault goes out in one write (benchmarks' stub)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -191,7 +194,8 @@ class FakeUpstream:
         pieces = [(" " if i or start else "") + w for i, w in enumerate(words)]
         if prefill and pieces:
             pieces[0] = prefill + pieces[0]  # llama-server echoes a prefill
-        answer = _Answer(self.name, protocol, pieces, self.tool_call, body)
+        answer = _Answer(self.name, protocol, pieces, self.tool_call, body,
+                         self.skip_message_start)  # fmt: skip
         if not body.get("stream"):
             if fault.mode == "garbage":
                 return Response(b"<html>not json</html>", 200, media_type="text/html")
@@ -268,8 +272,15 @@ class _Answer:
     """One answer in one protocol: its plain body, or its stream's events."""
 
     def __init__(
-        self, name: str, protocol: str, pieces: list[str], tool: bool, body: dict[str, Any]
+        self,
+        name: str,
+        protocol: str,
+        pieces: list[str],
+        tool: bool,
+        body: dict[str, Any],
+        skip_message_start: bool = False,
     ) -> None:
+        self.skip_message_start = skip_message_start
         self.name = name
         self.protocol = protocol
         self.pieces = pieces
@@ -383,7 +394,9 @@ class _Answer:
             "id": f"msg_{self.name}", "type": "message", "role": "assistant", "content": [],
             "model": self.name, "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 5, "output_tokens": 0}}}  # fmt: skip
-        out: list[tuple[bytes, bool]] = [(_sse(start, "message_start"), False)]
+        out: list[tuple[bytes, bool]] = []
+        if not self.skip_message_start:
+            out.append((_sse(start, "message_start"), False))
         if self.tool:
             block = {"type": "tool_use", "id": "toolu_1", "name": TOOL["name"], "input": {}}
             deltas = [{"type": "input_json_delta", "partial_json": p} for p in self.args]

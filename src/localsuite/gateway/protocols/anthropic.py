@@ -10,10 +10,15 @@ the partial answer as a trailing assistant turn. The client still sees exactly o
 dropped, its first text block is merged into the block the client has open (or numbered
 after the client's blocks), and indexes are renumbered to the client's. A break inside a
 `tool_use` (or `thinking`) block is not continued: the stream ends with `event: error`.
+
+Some llama-server builds skip `message_start` when the first token is a piece of a
+multi-byte character (an emoji): the gateway then opens the message itself, so that
+clients (the Anthropic SDK needs it to accumulate the message) still see one.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +42,15 @@ from localsuite.gateway.sse import Event
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
     return Event.build(orjson.dumps(data), kind.encode()).raw
+
+
+def opening(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The `message` of a `message_start` a backend did not send."""
+    return {
+        "id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
+        "content": [], "model": str(body.get("model", "")), "stop_reason": None,
+        "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0},
+    }  # fmt: skip
 
 
 class MessagesStream(StreamView):
@@ -68,6 +82,11 @@ class MessagesStream(StreamView):
                 return None
             self.message_started = True
             return event.raw
+        if kind != "ping" and not self.message_started:
+            self.message_started = True
+            opened = _event("message_start", {"type": "message_start",
+                                              "message": opening(self.body)})  # fmt: skip
+            return opened + (self.feed(event) or b"")
         if kind == "content_block_start":
             return self._block_start(event, data)
         if kind in ("content_block_delta", "content_block_stop"):
@@ -176,8 +195,9 @@ def _text_of(content: Any) -> str:
 class MessagesAssembler(Assembler):
     """Events → one `message`, as the backend would have answered it plain."""
 
-    def __init__(self) -> None:
+    def __init__(self, body: Mapping[str, Any]) -> None:
         super().__init__()
+        self.body = body
         self.message: dict[str, Any] | None = None
         self.blocks: dict[int, dict[str, Any]] = {}
         self.json_parts: dict[int, str] = {}
@@ -192,7 +212,9 @@ class MessagesAssembler(Assembler):
             if not isinstance(message, dict):
                 raise BadStream("backend: message_start carries no message")
             self.message = dict(message)
-        elif kind == "content_block_start":
+        elif kind != "ping" and self.message is None:
+            self.message = opening(self.body)  # a backend that skipped `message_start`
+        if kind == "content_block_start":
             block = data.get("content_block")
             self.blocks[int(data.get("index", len(self.blocks)))] = dict(block) if isinstance(
                 block, dict) else {"type": "text", "text": ""}  # fmt: skip
@@ -226,8 +248,7 @@ class MessagesAssembler(Assembler):
             block["signature"] = str(delta.get("signature", ""))
 
     def _message_delta(self, data: dict[str, Any]) -> None:
-        if self.message is None:
-            raise BadStream("backend: message_delta before message_start")
+        assert self.message is not None
         delta = data.get("delta")
         if isinstance(delta, dict):
             self.message.update(delta)
@@ -268,8 +289,8 @@ class Messages(Protocol):
     def view(self, body: Mapping[str, Any]) -> StreamView:
         return MessagesStream(body)
 
-    def assembler(self) -> Assembler:
-        return MessagesAssembler()
+    def assembler(self, body: Mapping[str, Any]) -> Assembler:
+        return MessagesAssembler(body)
 
 
 class CountTokens(Messages):

@@ -185,7 +185,8 @@ class Protocol:
     def view(self, body: Mapping[str, Any]) -> StreamView:
         raise NotImplementedError
 
-    def assembler(self) -> Assembler:
+    def assembler(self, body: Mapping[str, Any]) -> Assembler:
+        """Reads the stream of an upstream asked `body` (the client's) plainly."""
         raise NotImplementedError
 
     @staticmethod

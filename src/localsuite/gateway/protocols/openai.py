@@ -322,7 +322,7 @@ class ChatCompletions(Protocol):
     def view(self, body: Mapping[str, Any]) -> StreamView:
         return ChatStream(body)
 
-    def assembler(self) -> Assembler:
+    def assembler(self, body: Mapping[str, Any]) -> Assembler:
         return ChatAssembler()
 
 
@@ -340,7 +340,7 @@ class Completions(ChatCompletions):
     def view(self, body: Mapping[str, Any]) -> StreamView:
         return CompletionStream(body)
 
-    def assembler(self) -> Assembler:
+    def assembler(self, body: Mapping[str, Any]) -> Assembler:
         return CompletionAssembler()
 
 
@@ -516,5 +516,5 @@ class Responses(Protocol):
     def view(self, body: Mapping[str, Any]) -> StreamView:
         return ResponsesStream(body)
 
-    def assembler(self) -> Assembler:
+    def assembler(self, body: Mapping[str, Any]) -> Assembler:
         return ResponsesAssembler()
