@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from localsuite.core.retry import set_testing
+from localsuite.core.tracing import Tracing
 from localsuite.gateway.app import create_gateway_app
 from localsuite.testing.fake_upstream import FakeUpstream
 from localsuite.testing.gateway_stack import Stack, make_settings
@@ -25,12 +26,12 @@ def _no_backoff() -> Iterator[None]:
 def stack_factory() -> Iterator[Any]:
     opened: list[Any] = []
 
-    def build(**overrides: Any) -> Stack:
+    def build(tracing: Tracing | None = None, **overrides: Any) -> Stack:
         primary, secondary = FakeUpstream("primary"), FakeUpstream("secondary")
         ctx_p = serve_in_thread(primary.app())
         ctx_s = serve_in_thread(secondary.app())
         p_url, s_url = ctx_p.__enter__(), ctx_s.__enter__()
-        app = create_gateway_app(make_settings(p_url, s_url, **overrides))
+        app = create_gateway_app(make_settings(p_url, s_url, **overrides), tracing=tracing)
         ctx_g = serve_in_thread(app)
         url = ctx_g.__enter__()
         opened.extend([ctx_g, ctx_s, ctx_p])

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from localsuite.core.settings import Settings
+from localsuite.core.tracing import Tracing
 from localsuite.rag.app import create_rag_app
 from localsuite.rag.service import RagService
 from localsuite.testing.rag import Rag
@@ -24,7 +25,7 @@ RagFactory = Callable[..., Rag]
 def rag_factory(tmp_path: Path, embedding_url: str, gateway_url: str) -> Iterator[RagFactory]:
     opened: list[Any] = []
 
-    def build(**overrides: Any) -> Rag:
+    def build(tracing: Tracing | None = None, **overrides: Any) -> Rag:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "embedding_url": embedding_url,
@@ -35,7 +36,7 @@ def rag_factory(tmp_path: Path, embedding_url: str, gateway_url: str) -> Iterato
             "rag_probe_interval": 0.5,
             **overrides,
         }
-        app = create_rag_app(Settings(_env_file=None, **values))
+        app = create_rag_app(Settings(_env_file=None, **values), tracing)
         server = serve_in_thread(app)
         url = server.__enter__()
         client = httpx.Client(base_url=url, timeout=120)

@@ -168,6 +168,13 @@ class Settings(BaseSettings):
     localsuite_allow_no_auth: bool = False  # listen beyond loopback with no key anyway
     log_level: str = "INFO"
 
+    # --- traces (OpenTelemetry's own names; off unless one asks: core/tracing.py) ------
+    otel_exporter_otlp_endpoint: str = ""  # e.g. http://127.0.0.1:4318 (OTLP over HTTP)
+    otel_exporter_otlp_traces_endpoint: str = ""  # the full traces URL, if not the above
+    otel_traces_exporter: str = ""  # otlp | console | none
+    otel_service_name: str = ""  # default: the service's own name (api-gateway, rag, ...)
+    otel_sdk_disabled: bool = False
+
     @field_validator(
         "localsuite_api_key",
         "localsuite_admin_key",

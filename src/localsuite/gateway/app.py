@@ -48,6 +48,7 @@ from localsuite.core.errors import (
 from localsuite.core.openapi import request_body
 from localsuite.core.request_ids import request_id_of
 from localsuite.core.settings import Settings, environment
+from localsuite.core.tracing import Tracing
 from localsuite.gateway import schema
 from localsuite.gateway.config import RoutingConfig, default_routing, load_routing
 from localsuite.gateway.gateway import Gateway
@@ -72,11 +73,13 @@ def create_gateway_app(
     settings: Settings,
     routing: RoutingConfig | None = None,
     reload_source: Callable[[], RoutingConfig] | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The gateway; `reload_source` gives the table `POST /admin/reload` (and SIGHUP) load
-    (default: `GATEWAY_CONFIG` read again, or the env defaults)."""
+    (default: `GATEWAY_CONFIG` read again, or the env defaults); `tracing` defaults to
+    what the `OTEL_*` settings ask (usually nothing)."""
     routing = routing or default_routing(settings)
-    gateway = Gateway(settings, routing)
+    gateway = Gateway(settings, routing, tracing)
     limit = settings.gateway_max_body_bytes
     source = reload_source or (lambda: load_routing(settings, environment()))
 

@@ -49,6 +49,7 @@ from localsuite.core.http import ErrorAnswer
 from localsuite.core.metrics import GatewayMetrics
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.timeouts import Deadline
+from localsuite.core.tracing import NULL_SPAN, Span
 from localsuite.gateway.deployments import Deployment
 from localsuite.gateway.outcomes import Outcome
 from localsuite.gateway.protocols import Protocol
@@ -94,6 +95,7 @@ class Exchange:
     priority: int = 0  # 0 interactive, 1 batch: the order in a queue
     pinned: Deployment | None = None  # state lives there (`previous_response_id`)
     forward: dict[str, str] = field(default_factory=dict)  # client headers the backend gets
+    span: Span = NULL_SPAN  # the request's trace span; each attempt is a child
     count: int = 0
     notes: list[str] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
@@ -137,7 +139,7 @@ class Attempt:
     """One try of one deployment; `record()` is how its outcome reaches everyone."""
 
     __slots__ = ("continuing", "deployment", "engine", "exchange", "outcome", "retry",
-                 "retry_after")  # fmt: skip
+                 "retry_after", "span")  # fmt: skip
 
     def __init__(self, engine: Engine, exchange: Exchange, deployment: Deployment, retry: int):
         self.engine = engine
@@ -147,6 +149,10 @@ class Attempt:
         self.continuing = False
         self.outcome: Outcome | None = None
         self.retry_after: float | None = None
+        self.span = exchange.span.child("gateway.attempt", {
+            "localsuite.deployment": deployment.id, "localsuite.server": deployment.server.name,
+            "localsuite.attempt": exchange.count, "localsuite.retry": retry,
+        })  # fmt: skip
 
     @property
     def number(self) -> int:
@@ -170,6 +176,10 @@ class Attempt:
         if outcome is Outcome.OK:
             self.engine.admission.balancer.served(exchange.affinity, deployment)
         self.engine.metrics.attempt(deployment.id, outcome.value)
+        if self.continuing:
+            self.span.set("localsuite.continuation", True)
+        failed = not outcome.answered and outcome is not Outcome.CANCELLED
+        self.span.end(outcome.value, error=(detail or outcome.value) if failed else None)
         if outcome.deployment_failure or outcome is Outcome.UNREACHABLE:
             log.info("[%s] %s: attempt %d on %s: %s (%s)", exchange.request_id, exchange.alias,
                      exchange.count, deployment.id, outcome.value, detail)  # fmt: skip

@@ -23,6 +23,7 @@ from localsuite.core.http import ErrorAnswer, bearer, create_session, translate_
 from localsuite.core.metrics import GatewayMetrics, new_registry
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
+from localsuite.core.tracing import Tracing
 from localsuite.gateway.admission import Admission
 from localsuite.gateway.balance import Affinity, Balancer
 from localsuite.gateway.config import AliasPolicy, RoutingConfig, ServerSpec
@@ -40,8 +41,11 @@ ATTEMPTS_HEADER = "x-localsuite-attempts"
 
 
 class Gateway:
-    def __init__(self, settings: Settings, routing: RoutingConfig) -> None:
+    def __init__(
+        self, settings: Settings, routing: RoutingConfig, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing.from_settings(settings, "api-gateway")
         self.timeouts = settings.llm_timeouts
         self.registry = new_registry()
         self.metrics = GatewayMetrics(self.registry)
@@ -122,6 +126,7 @@ class Gateway:
             await server.stop()
         if self.session is not None:
             await self.session.close()
+        self.tracing.shutdown()
 
     def reload(self, routing: RoutingConfig) -> dict[str, Any]:
         """Swap in a table for `routing`; what did not change keeps its state."""

@@ -54,6 +54,13 @@ async def handle(gateway: Gateway, request: Request, protocol: Protocol) -> Resp
         forward={k: v for k in FORWARDED if (v := request.headers.get(k)) is not None},
     )
     metrics = gateway.metrics
+    tracing = gateway.tracing
+    if tracing.enabled:
+        exchange.span = tracing.start(
+            f"gateway {protocol.endpoint}", parent=tracing.extract(request.headers),
+            attributes={"localsuite.alias": alias, "localsuite.endpoint": protocol.endpoint,
+               "localsuite.request_id": exchange.request_id, "localsuite.stream": stream},
+        )  # fmt: skip
     try:
         if stream and protocol.generates:
             relay = StreamRelay(engine, gateway.relay, exchange)
@@ -67,8 +74,10 @@ async def handle(gateway: Gateway, request: Request, protocol: Protocol) -> Resp
         served = await serve_plain(engine, gateway.relay, exchange)
     except LocalSuiteError as exc:
         metrics.request(alias, protocol.endpoint, exc.outcome, None)
+        ended(exchange, exc.outcome, exc.message)
         raise
     metrics.request(alias, protocol.endpoint, "ok", time.perf_counter() - started)
+    ended(exchange, "ok")
     if protocol is RESPONSES:
         gateway.remember(exchange, _id_of(served.body))
     headers = gateway.served_headers(served.attempt, exchange.count)
@@ -87,7 +96,17 @@ async def counted(gateway: Gateway, relay: StreamRelay) -> AsyncIterator[bytes]:
         elapsed = time.perf_counter() - relay.started_at
         gateway.metrics.request(exchange.alias, exchange.protocol.endpoint, outcome,
                                 elapsed if outcome == "ok" else None)  # fmt: skip
+        ended(exchange, outcome, "the stream ended with an error event" if relay.failed else None)
         gateway.remember(exchange, getattr(relay.view, "response_id", None))
+
+
+def ended(exchange: Exchange, outcome: str, error: str | None = None) -> None:
+    """End the request's span with what it came to."""
+    span = exchange.span
+    span.set("localsuite.attempts", exchange.count)
+    if exchange.served_by is not None:
+        span.set("localsuite.deployment", exchange.served_by.id)
+    span.end(outcome, error=error if outcome != "client_error" else None)
 
 
 def affinity_key(

@@ -99,7 +99,7 @@ class Relay:
         payload = orjson.dumps(body if deployment.spec.model is None
                                else {**body, "model": deployment.spec.model})  # fmt: skip
         path = exchange.protocol.path
-        headers = {REQUEST_ID: exchange.request_id, **exchange.forward}
+        headers = {REQUEST_ID: exchange.request_id, **exchange.forward, **attempt.span.headers()}
         loop = asyncio.get_running_loop()
         cap = self._cap(attempt, stream)
         ends_at = loop.time() + cap
@@ -222,7 +222,7 @@ async def serve_plain(engine: Engine, relay: Relay, exchange: Exchange) -> Serve
     protocol = exchange.protocol
     async with aclosing(engine.attempts(exchange)) as attempts:
         async for attempt in attempts:
-            assembler = protocol.assembler() if protocol.generates else None
+            assembler = protocol.assembler(exchange.body) if protocol.generates else None
             body = protocol.plain_upstream(exchange.body) if assembler else exchange.body
 
             def terminated(assembler: Assembler | None = assembler) -> bool:

@@ -50,8 +50,10 @@ from localsuite.core.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from localsuite.core.request_ids import request_id_of
 from localsuite.core.settings import Settings
 from localsuite.core.timeouts import Deadline
+from localsuite.core.tracing import Span, Tracing
 from localsuite.rag.query import Question
 from localsuite.rag.service import COLLECTION_PATTERN, RagService
 
@@ -104,8 +106,9 @@ class QueryRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
 
 
-def create_rag_app(settings: Settings) -> FastAPI:
-    service = RagService(settings)
+def create_rag_app(settings: Settings, tracing: Tracing | None = None) -> FastAPI:
+    """rag; `tracing` defaults to what the `OTEL_*` settings ask (usually nothing)."""
+    service = RagService(settings, tracing)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -185,7 +188,16 @@ def create_rag_app(settings: Settings) -> FastAPI:
         return await service.job(job_id)
 
     @app.post("/query", tags=["query"], summary="Answer a question from a collection, with sources")
-    async def query(body: QueryRequest) -> Response:
+    async def query(body: QueryRequest, request: Request) -> Response:
+        tracing = service.tracing
+        with tracing.active(
+            "rag.query", parent=tracing.extract(request.headers),
+            attributes={"localsuite.collection": service.collection(body.collection),
+               "localsuite.request_id": request_id_of(request)},
+        ) as span:  # fmt: skip
+            return await answer(body, span)
+
+    async def answer(body: QueryRequest, span: Span) -> Response:
         started = time.perf_counter()
         question = Question(
             body.query, service.collection(body.collection), body.topk or settings.rag_topk,
@@ -202,6 +214,7 @@ def create_rag_app(settings: Settings) -> FastAPI:
                                                   "retrieval": question.retrieval,
                                                   "per_source": question.per_source})  # fmt: skip
             hit = cache.get(key)
+            span.set("localsuite.cached", hit is not None)
             if hit is not None:
                 service.metrics.query("ok")
                 service.metrics.cached()
@@ -210,7 +223,7 @@ def create_rag_app(settings: Settings) -> FastAPI:
             retrieved = await service.answerer.retrieve(question)
             context = retrieved.context(service.documents_dir)
             if body.stream:
-                return await _stream(service, question, retrieved, context)
+                return await _stream(service, question, retrieved, context, span)
             result: dict[str, Any] = {"answer": None, "model": None, "usage": None}
             if body.generate:
                 result = await service.answerer.generate(question, retrieved)
@@ -334,10 +347,14 @@ async def _read_upload(request: Request, limit: int) -> list[UploadFile]:
 
 
 async def _stream(
-    service: RagService, question: Question, retrieved: Any, context: list[dict[str, Any]]
+    service: RagService,
+    question: Question,
+    retrieved: Any,
+    context: list[dict[str, Any]],
+    span: Span,
 ) -> Response:
     """Start the answer stream before the 200: a gateway that is down is still a 503."""
-    events = service.answerer.stream(question, retrieved)
+    events = service.answerer.stream(question, retrieved, span)
     guard = service.guard
     try:
         first = await anext(events)

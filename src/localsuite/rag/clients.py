@@ -7,7 +7,7 @@ service boundary is JSON. Errors come out as `core.http`'s kinds (`NoAnswer`,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from localsuite.core.http import (
     parse_retry_after,
     translate_errors,
 )
+from localsuite.core.tracing import OFF, Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +44,21 @@ class EmbeddingClient:
         base_url: str,
         timeout: float,
         api_key: str | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.session = session
         self.base_url = base_url
         self.timeout = timeout
         self.headers = auth(api_key)
+        self.tracing = tracing
 
     async def embed(self, texts: list[str], budget: float) -> Embedded:
-        body = await call_json(
-            self.session, "POST", f"{self.base_url}/embed", payload={"texts": texts},
-            budget=min(budget, self.timeout), headers=self.headers, what="embedding",
-        )  # fmt: skip
+        with self.tracing.active("rag.embedding", attributes={"localsuite.texts": len(texts)}):
+            body = await call_json(
+                self.session, "POST", f"{self.base_url}/embed", payload={"texts": texts},
+                budget=min(budget, self.timeout), what="embedding",
+                headers={**self.headers, **self.tracing.headers()},
+            )  # fmt: skip
         try:
             vectors = body["embeddings"]
             dim = int(body["dim"])
@@ -76,28 +81,39 @@ class EmbeddingClient:
 
 class GatewayClient:
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, api_key: str | None = None
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.session = session
         self.base_url = base_url
         self.headers = auth(api_key)
+        self.tracing = tracing
 
     async def chat(self, body: dict[str, Any], budget: float) -> dict[str, Any]:
-        answer = await call_json(
-            self.session, "POST", f"{self.base_url}/v1/chat/completions", payload=body,
-            budget=budget, headers=self.headers, what="api-gateway",
-        )  # fmt: skip
+        with self.tracing.active(
+            "rag.generation", attributes={"localsuite.alias": str(body["model"])}
+        ):
+            answer = await call_json(
+                self.session, "POST", f"{self.base_url}/v1/chat/completions", payload=body,
+                budget=budget, headers={**self.headers, **self.tracing.headers()},
+                what="api-gateway",
+            )  # fmt: skip
         if not isinstance(answer, dict) or not answer.get("choices"):
             raise BadAnswer("api-gateway: a chat completion without `choices`")
         return answer
 
     async def chat_stream(
-        self, body: dict[str, Any], first_byte: float
+        self, body: dict[str, Any], first_byte: float, trace: Mapping[str, str]
     ) -> AsyncIterator[dict[str, Any]]:
         """The SSE chunks of a streamed chat completion, as dicts; the gateway owns
-        failover and idle timeouts, this bounds only the wait for the answer to start."""
+        failover and idle timeouts, this bounds only the wait for the answer to start.
+        `trace`: the generation span's `traceparent` (a stream outlives the request's
+        task, so the current span cannot say it)."""
         url = f"{self.base_url}/v1/chat/completions"
-        headers = {"Content-Type": "application/json", **self.headers}
+        headers = {"Content-Type": "application/json", **self.headers, **trace}
         with translate_errors("api-gateway"):
             response = await self.session.post(
                 url,

@@ -40,6 +40,7 @@ from typing import TypeVar
 from localsuite.core.http import BadAnswer, ErrorAnswer
 from localsuite.core.metrics import RagMetrics
 from localsuite.core.retry import RetryPolicy
+from localsuite.core.tracing import OFF, Tracing
 from localsuite.rag.chunking import Chunk, Chunker
 from localsuite.rag.clients import EmbeddingClient
 from localsuite.rag.dependencies import Dependency, is_transient
@@ -134,8 +135,10 @@ class Indexer:
         uploads: Path,
         concurrency: int = 2,
         on_change: Callable[[str], None] | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.jobs = jobs
+        self.tracing = tracing
         self.store = store
         self.lexical = lexical
         self.embedding = embedding
@@ -199,7 +202,13 @@ class Indexer:
                 await self._wake.wait()
                 return
             self.current = job_id
-            await self._run_job(job_id)
+            # the job's span is current while it runs: its embedding calls and writes
+            # (in the tasks the job starts) are its children
+            with self.tracing.active(
+                "rag.index_job", attributes={"localsuite.job_id": job_id}
+            ) as span:
+                await self._run_job(job_id)
+                span.set("localsuite.state", str(await self._db(self.jobs.state_of, job_id)))
             if await self._db(self.jobs.state_of, job_id) in FINAL_STATES:
                 self.ended(job_id)
                 # uploads are kept until their job is over; then the index holds them
@@ -336,7 +345,11 @@ class Indexer:
                 })
                 for (point_id, chunk), vector in zip(prepared.fresh, vectors, strict=True)
             ]  # fmt: skip
-            await self._persist(job_id, "qdrant", lambda: self.store.upsert(collection, points))
+            with self.tracing.active(
+                "rag.qdrant.upsert", attributes={"localsuite.points": len(points)}
+            ):
+                await self._persist(job_id, "qdrant",
+                                    lambda: self.store.upsert(collection, points))  # fmt: skip
         gone, moved = prepared.gone, prepared.moved
         await self._persist(job_id, "qdrant", lambda: self.store.delete(collection, gone))
         await self._persist(job_id, "qdrant", lambda: self.store.set_payloads(collection, moved))

@@ -32,6 +32,7 @@ from localsuite.core.intent import looks_like_code
 from localsuite.core.metrics import RagMetrics
 from localsuite.core.settings import Settings
 from localsuite.core.timeouts import Deadline
+from localsuite.core.tracing import NULL_SPAN, OFF, Span, Tracing
 from localsuite.rag.chunking import count_tokens
 from localsuite.rag.clients import EmbeddingClient, GatewayClient
 from localsuite.rag.dependencies import Guard
@@ -180,8 +181,10 @@ class Answerer:
         metrics: RagMetrics,
         lexical: LexicalIndex | None = None,
         reranker: Reranker | None = None,
+        tracing: Tracing = OFF,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.lexical = lexical
         self.reranker = reranker
         self.store = store
@@ -211,9 +214,10 @@ class Answerer:
             if mode == "dense" or self.lexical is None:
                 return []
             began = time.perf_counter()
-            found = await asyncio.to_thread(
-                self.lexical.search, question.collection, question.query, candidates
-            )
+            with self.tracing.active("rag.lexical"):
+                found = await asyncio.to_thread(
+                    self.lexical.search, question.collection, question.query, candidates
+                )
             lexical_ms = (time.perf_counter() - began) * 1000
             return found
 
@@ -231,20 +235,9 @@ class Answerer:
         searching = time.perf_counter()
         budget = deadline.budget(self.settings.qdrant_timeout)
         also = [point for point, _ in lexical]
-        dense: list[Hit] = []
-        if vector is None:
-            extra = await self.guard.call(
-                "qdrant", lambda: self.store.search_ids(question.collection, also, budget), deadline
-            )
-        else:
-            limit = candidates if mode == "hybrid" or self.reranker else question.topk
-            dense, extra = await self.guard.call(
-                "qdrant",
-                lambda: self.store.search_and_read(
-                    question.collection, vector, limit, also, budget
-                ),
-                deadline,
-            )
+        with self.tracing.active("rag.qdrant.search"):
+            dense, extra = await self._search(question, vector, also, candidates, budget,
+                                              deadline)  # fmt: skip
         keep = candidates if self.reranker else question.topk
         hits, scores = fuse(dense, extra, lexical, keep, self.settings.rag_rrf_k,
                             question.per_source)  # fmt: skip
@@ -257,6 +250,29 @@ class Answerer:
             (searching - started) * 1000 if vector is not None else 0.0,
             (done - searching) * 1000, lexical_ms, (done - started) * 1000, scores,
         )  # fmt: skip
+
+    async def _search(
+        self,
+        question: Question,
+        vector: list[float] | None,
+        also: list[str],
+        candidates: int,
+        budget: float,
+        deadline: Deadline,
+    ) -> tuple[list[Hit], list[Hit]]:
+        """Qdrant's nearest points (none without a vector), and the points the lexical
+        ranking found (`also`), read in the same call."""
+        if vector is None:
+            extra = await self.guard.call(
+                "qdrant", lambda: self.store.search_ids(question.collection, also, budget), deadline
+            )
+            return [], extra
+        limit = candidates if question.retrieval == "hybrid" or self.reranker else question.topk
+        return await self.guard.call(
+            "qdrant",
+            lambda: self.store.search_and_read(question.collection, vector, limit, also, budget),
+            deadline,
+        )
 
     def _rerank(self, question: Question, hits: list[Hit]) -> list[Hit]:
         """The cross-encoder's order of the fused candidates, its scores as theirs."""
@@ -325,9 +341,10 @@ class Answerer:
         return {"answer": text, "model": answer.get("model"), "usage": answer.get("usage")}
 
     async def stream(
-        self, question: Question, retrieved: Retrieved
+        self, question: Question, retrieved: Retrieved, span: Span = NULL_SPAN
     ) -> AsyncIterator[dict[str, Any]]:
-        """The answer as events: `delta` pieces of text, then `done` with model and usage."""
+        """The answer as events: `delta` pieces of text, then `done` with model and usage;
+        its generation is traced under `span` (the query's)."""
         if not retrieved.hits:
             text = NOTHING_FOUND.format(collection=retrieved.collection)
             yield {"type": "delta", "text": text}
@@ -335,15 +352,28 @@ class Answerer:
             return
         body = {**self.request_body(question, retrieved), "stream_options": {"include_usage": True}}
         model = usage = None
-        chunks = self.gateway.chat_stream(body, self.settings.rag_llm_timeout)
-        async for chunk in chunks:
-            model = chunk.get("model") or model
-            usage = chunk.get("usage") or usage
-            if "error" in chunk:
-                yield {"type": "error", "error": chunk["error"]}
-                return
-            for choice in chunk.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content")
-                if piece:
-                    yield {"type": "delta", "text": piece}
-        yield {"type": "done", "model": model, "usage": usage}
+        generation = span.child(
+            "rag.generation", attributes={"localsuite.alias": str(body["model"])}
+        )
+        chunks = self.gateway.chat_stream(body, self.settings.rag_llm_timeout,
+                                          generation.headers())  # fmt: skip
+        outcome, error = "cancelled", None
+        try:
+            async for chunk in chunks:
+                model = chunk.get("model") or model
+                usage = chunk.get("usage") or usage
+                if "error" in chunk:
+                    outcome, error = "failed", str(chunk["error"])
+                    yield {"type": "error", "error": chunk["error"]}
+                    return
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        yield {"type": "delta", "text": piece}
+            outcome = "ok"
+            yield {"type": "done", "model": model, "usage": usage}
+        except Exception as exc:
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            generation.end(outcome, error=error)

@@ -35,6 +35,7 @@ from localsuite.core.metrics import RagMetrics, new_registry
 from localsuite.core.retry import RetryPolicy
 from localsuite.core.settings import Settings
 from localsuite.core.timeouts import Deadline
+from localsuite.core.tracing import Tracing
 from localsuite.rag.cache import QueryCache
 from localsuite.rag.chunking import Chunker
 from localsuite.rag.clients import EmbeddingClient, GatewayClient
@@ -58,8 +59,9 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class RagService:
     """What the routes share; built at start-up, closed at shutdown."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing.from_settings(settings, "rag")
         if settings.rag_chunk_overlap >= settings.rag_chunk_size:
             raise ConfigError("RAG_CHUNK_OVERLAP must be smaller than RAG_CHUNK_SIZE")
         self.counter = load_counter(
@@ -97,9 +99,10 @@ class RagService:
         self.lexical = await asyncio.to_thread(LexicalIndex, self.root / "lexical.sqlite")
         self.embedding = EmbeddingClient(
             self.session, settings.embedding_service_url, settings.embedding_timeout,
-            settings.api_key,
+            settings.api_key, self.tracing,
         )  # fmt: skip
-        self.gateway = GatewayClient(self.session, settings.gateway_service_url, settings.api_key)
+        self.gateway = GatewayClient(self.session, settings.gateway_service_url, settings.api_key,
+                                     self.tracing)  # fmt: skip
         interval = settings.rag_probe_interval
         self.dependencies = {
             "qdrant": Dependency(
@@ -121,7 +124,7 @@ class RagService:
         self.guard = Guard(self.dependencies, self.policy, self.metrics.retry)
         self.answerer = Answerer(
             settings, self.store, self.embedding, self.gateway, self.guard, self.metrics,
-            self.lexical, self.reranker,
+            self.lexical, self.reranker, self.tracing,
         )  # fmt: skip
         self.indexer = Indexer(
             self.jobs, self.store, self.lexical, self.embedding, self.dependencies, self.chunker,
@@ -129,6 +132,7 @@ class RagService:
             backoff=RetryPolicy(wait_min=0.25, wait_max=max(0.25, settings.qdrant_retry_max_wait)),
             embed_budget=settings.embedding_timeout, metrics=self.metrics, uploads=self.uploads,
             concurrency=settings.rag_index_concurrency, on_change=self.cache.changed,
+            tracing=self.tracing,
         )  # fmt: skip
         # One probe round before serving, so the first requests and /health know who is up.
         await asyncio.gather(*(d.probe() for d in self.dependencies.values()))
@@ -149,6 +153,7 @@ class RagService:
             await asyncio.to_thread(self.jobs.close)
             await asyncio.to_thread(self.lexical.close)
             await self.session.close()
+        self.tracing.shutdown()
 
     def collection(self, name: str | None) -> str:
         return name or self.settings.rag_collection
