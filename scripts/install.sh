@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 extras="inference,embedding"
-[[ "${1:-}" == "--dev" ]] && extras="$extras,dev"
+[[ "${1:-}" == "--dev" ]] && extras="$extras,tracing,dev"
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "error: Python 3.11 or newer is required (found $("$PYTHON" --version 2>&1))" >&2
@@ -80,5 +80,21 @@ if [[ "${1:-}" == "--dev" ]] && ! command -v docker-compose >/dev/null 2>&1; the
     echo "note: tests/deploy need docker-compose (no Docker engine): run" \
       "'sudo apt-get install --no-install-recommends docker-compose' (Debian/Ubuntu)," \
       "or install Docker Compose another way so that 'docker-compose' is on PATH" >&2
+  fi
+fi
+
+# --dev: tests/monitoring run a real Prometheus against the stack to evaluate every query
+# of the Grafana dashboard. The test starts the binary itself, never the package's service.
+if [[ "${1:-}" == "--dev" ]] && ! command -v prometheus >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing prometheus (tests/monitoring evaluate the dashboard's queries with it)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+      || echo "warning: could not install prometheus; tests/monitoring will fail until it is installed" >&2
+  else
+    echo "note: tests/monitoring need prometheus: run" \
+      "'sudo apt-get install --no-install-recommends prometheus' (Debian/Ubuntu)," \
+      "or put a Prometheus 2.x binary on PATH as 'prometheus'" >&2
   fi
 fi

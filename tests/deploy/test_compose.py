@@ -19,7 +19,12 @@ import yaml
 from localsuite.core.errors import ConfigError
 from localsuite.core.settings import Settings
 from localsuite.deploy.compose import (
+    GRAFANA_DASHBOARDS,
+    GRAFANA_IMAGE,
     LOCAL,
+    MONITORING_PORTS,
+    MONITORING_PROFILE,
+    PROMETHEUS_IMAGE,
     main,
     render_compose,
     render_compose_template,
@@ -37,6 +42,7 @@ from localsuite.deploy.containers import (
     container_port,
     model_file,
 )
+from localsuite.deploy.values import ConcreteValues
 from localsuite.inference.command import inference_plan
 from localsuite.inference.registry import ModelRegistry
 from localsuite.supervisor.services import PRESETS, build_services
@@ -46,6 +52,13 @@ from .conftest import DEPLOY, REPO, ComposeConfig, Port, normalise_depends_on, n
 COMPOSE = DEPLOY / "compose.yml"
 GPU = DEPLOY / "compose.gpu.yml"
 INFERENCE = ("inference-chat", "inference-code")
+
+
+MONITORING = set(MONITORING_PORTS)
+
+
+def published_port(service: str) -> int:
+    return MONITORING_PORTS.get(service) or container_port(service)
 
 
 def expected_services(preset: str) -> set[str]:
@@ -77,7 +90,7 @@ def test_docker_compose_accepts_every_profile(
 
 def test_every_service_follows_the_rules(compose_config: ComposeConfig) -> None:
     services = compose_config([COMPOSE])["services"]
-    assert set(services) == expected_services("p3")
+    assert set(services) == expected_services("p3") | MONITORING
     for name, service in services.items():
         check = service["healthcheck"]
         assert check["test"][0] == "CMD" and len(check["test"]) > 1, name
@@ -85,7 +98,7 @@ def test_every_service_follows_the_rules(compose_config: ComposeConfig) -> None:
         assert service["restart"] == "unless-stopped", name
         ports = normalise_ports(service)
         assert ports and all(p.host_ip == "127.0.0.1" for p in ports), name
-        assert {p.target for p in ports} == {container_port(name)}, name
+        assert {p.target for p in ports} == {published_port(name)}, name
         for dependency, condition in normalise_depends_on(service).items():
             assert condition == "service_healthy", (name, dependency)
             # A dependency must run in every profile its dependent runs in.
@@ -93,6 +106,41 @@ def test_every_service_follows_the_rules(compose_config: ComposeConfig) -> None:
     assert {n for n, s in services.items() if "depends_on" in s} == set(DEPENDS_ON)
     assert all(services[n]["image"] == SUITE_IMAGE for n in PYTHON_SERVICES)
     assert services["qdrant"]["image"] == QDRANT_IMAGE
+
+
+def test_the_monitoring_profile_runs_prometheus_and_grafana_on_loopback(
+    compose_config: ComposeConfig,
+) -> None:
+    # HOST=0.0.0.0 publishes the suite's services everywhere; not these, which know no key.
+    config = compose_config([COMPOSE], {"HOST": "0.0.0.0"}, profile=MONITORING_PROFILE)
+    assert in_profile(config, MONITORING_PROFILE) == MONITORING
+    services = config["services"]
+    for name in MONITORING:
+        assert services[name]["profiles"] == [MONITORING_PROFILE], name
+        port = MONITORING_PORTS[name]
+        assert normalise_ports(services[name]) == [Port("127.0.0.1", port, port)], name
+        for mount in services[name]["volumes"]:
+            assert mount["read_only"] and Path(mount["source"]).exists(), (name, mount)
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["image"] == PROMETHEUS_IMAGE and grafana["image"] == GRAFANA_IMAGE
+    config_file = Path(prometheus["volumes"][0]["source"])
+    assert config_file == DEPLOY / "monitoring" / "prometheus.yml"
+    assert f"--config.file={prometheus['volumes'][0]['target']}" in prometheus["command"]
+
+    # Grafana's provisioning points at the Compose Prometheus and at the mounted dashboard.
+    mounts = {Path(m["source"]).name: m for m in grafana["volumes"]}
+    provisioning = Path(mounts["provisioning"]["source"])
+    assert mounts["provisioning"]["target"] == "/etc/grafana/provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (source,) = sources["datasources"]
+    assert source["url"] == f"http://prometheus:{MONITORING_PORTS['prometheus']}"
+    assert source["isDefault"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "localsuite.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["options"]["path"] == GRAFANA_DASHBOARDS
+    dashboard = mounts["localsuite.json"]
+    assert Path(dashboard["source"]) == DEPLOY / "monitoring" / "grafana" / "localsuite.json"
+    assert Path(dashboard["target"]).parent == Path(GRAFANA_DASHBOARDS)
 
 
 def test_env_decides_ports_paths_models_and_flags(compose_config: ComposeConfig) -> None:
@@ -167,6 +215,18 @@ def test_a_backend_with_gpu_layers_gets_the_cuda_image(clean_settings_env: None)
     assert "deploy" not in services["inference-code"]
 
 
+def test_monitoring_needs_a_checkout(
+    clean_settings_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(_env_file=None)
+    services = yaml.safe_load(render_compose(settings))["services"]
+    assert services["prometheus"]["volumes"][0]["source"] == str(
+        DEPLOY / "monitoring" / "prometheus.yml"
+    )
+    monkeypatch.setattr(ConcreteValues, "build", lambda self: None)  # an installed wheel
+    assert not MONITORING & set(yaml.safe_load(render_compose(settings))["services"])
+
+
 def test_secrets_are_never_written(clean_settings_env: None) -> None:
     settings = Settings(_env_file=None, localsuite_api_key="s3cret")
     text = render_compose(settings)
@@ -204,7 +264,7 @@ def test_the_local_variant_has_no_qdrant_server_and_local_images(
     rendered.write_text(render_compose(settings, LOCAL))
     services = compose_config([rendered], profile=preset)["services"]
     assert in_profile({"services": services}, preset) == set(PRESETS[preset])  # no qdrant
-    assert "qdrant" not in services
+    assert "qdrant" not in services and not MONITORING & set(services)  # registry images
     for name, service in services.items():
         assert "build" not in service, name  # built beforehand by deploy/local-engine.sh
         expected = LOCAL_LLAMA_IMAGE if name in INFERENCE else SUITE_IMAGE

@@ -15,6 +15,11 @@ One builder, three renderings, so the two modes cannot drift apart:
   registry image can be pulled: rag's embedded Qdrant instead of the Qdrant server, and
   the llama-servers from the suite's own `inference` image, all images built beforehand.
 
+Profile `monitoring` adds Prometheus and Grafana, configured by the files in
+`deploy/monitoring/`: Prometheus scrapes every Python service's `/metrics`, Grafana shows
+them on the suite's dashboard. They are left out where those files or registry images are
+not at hand: a rendering from an installed wheel, and the local variant.
+
 The facts (images, ports, profiles, dependencies, the settings fixed inside a
 container) are in `containers.py`; where the values come from is in `values.py`. Inside
 a container a service listens on `0.0.0.0` at the spec's port and finds the others by
@@ -62,18 +67,26 @@ class Variant:
     `embedded_qdrant`: no `qdrant` service; rag keeps its vectors in its embedded Qdrant
     under DATA_DIR, as on one machine. `llama_image`: the CPU llama-servers' image.
     `build`: whether the Python services say how to build their image (without it,
-    Compose expects the image to exist).
+    Compose expects the image to exist). `monitoring`: Prometheus and Grafana, in profile
+    `monitoring`.
     """
 
     embedded_qdrant: bool = False
     llama_image: str = LLAMA_IMAGE
     build: bool = True
+    monitoring: bool = True
 
 
 DEFAULT = Variant()
 # deploy/local-engine.sh: no image can be pulled, no Qdrant server exists; it builds
 # both images first (deploy/Dockerfile's `suite` and `inference` targets).
-LOCAL = Variant(embedded_qdrant=True, llama_image=LOCAL_LLAMA_IMAGE, build=False)
+LOCAL = Variant(embedded_qdrant=True, llama_image=LOCAL_LLAMA_IMAGE, build=False, monitoring=False)
+
+PROMETHEUS_IMAGE = "prom/prometheus:v2.53.4"  # 2.x, as the Prometheus tests/monitoring run
+GRAFANA_IMAGE = "grafana/grafana:11.6.0"
+MONITORING_PROFILE = "monitoring"
+MONITORING_PORTS = {"prometheus": 9090, "grafana": 3000}
+GRAFANA_DASHBOARDS = "/etc/grafana/dashboards"  # provisioning/dashboards/localsuite.yml reads it
 
 
 def _published(values: ComposeValues, service: str) -> str:
@@ -227,6 +240,58 @@ def _qdrant(values: ComposeValues) -> dict[str, Any]:
     }
 
 
+def _monitoring_dir(values: ComposeValues) -> str | None:
+    """deploy/monitoring of the checkout the images are built from, if there is one."""
+    build = values.build()
+    return None if build is None else f"{build['context']}/deploy/monitoring"
+
+
+def _monitoring(values: ComposeValues, folder: str) -> dict[str, Any]:
+    """Prometheus and Grafana. Neither knows the suite's key, so whatever HOST says they
+    are published on loopback only."""
+
+    def wget(port: int, path: str) -> list[str]:  # both images have busybox's, not curl
+        return ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"]
+
+    prometheus, grafana = MONITORING_PORTS["prometheus"], MONITORING_PORTS["grafana"]
+    dashboard = f"{GRAFANA_DASHBOARDS}/localsuite.json"
+    return {
+        "prometheus": {
+            "image": PROMETHEUS_IMAGE,
+            "profiles": [MONITORING_PROFILE],
+            "command": [
+                "--config.file=/etc/prometheus/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+            ],
+            "volumes": [
+                _bind(f"{folder}/prometheus.yml", "/etc/prometheus/prometheus.yml", read_only=True)
+            ],
+            "ports": [f"127.0.0.1:{prometheus}:{prometheus}"],
+            "healthcheck": _healthcheck(values, wget(prometheus, "/-/ready"), "10s"),
+            "restart": "unless-stopped",
+        },
+        "grafana": {
+            "image": GRAFANA_IMAGE,
+            "profiles": [MONITORING_PROFILE],
+            "environment": {
+                # read-only dashboards for whoever reaches loopback; admin/admin to edit
+                "GF_AUTH_ANONYMOUS_ENABLED": "true",
+                "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
+                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": dashboard,
+            },
+            "volumes": [  # by target: docker-compose v1 sorts them so when it merges files
+                _bind(f"{folder}/grafana/localsuite.json", dashboard, read_only=True),
+                _bind(
+                    f"{folder}/grafana/provisioning", "/etc/grafana/provisioning", read_only=True
+                ),
+            ],
+            "ports": [f"127.0.0.1:{grafana}:{grafana}"],
+            "healthcheck": _healthcheck(values, wget(grafana, "/api/health"), "30s"),
+            "restart": "unless-stopped",
+        },
+    }
+
+
 def _document(values: ComposeValues, cuda: set[str], variant: Variant) -> dict[str, Any]:
     env = _python_env(values, variant)  # one mapping shared by every Python service: one anchor
     services: dict[str, Any] = {}
@@ -240,6 +305,8 @@ def _document(values: ComposeValues, cuda: set[str], variant: Variant) -> dict[s
                 services[name] = _qdrant(values)
         else:
             services[name] = _python(name, values, variant, env)
+    if variant.monitoring and (folder := _monitoring_dir(values)) is not None:
+        services |= _monitoring(values, folder)
     return {"x-python-env": env, "services": services}
 
 
@@ -265,7 +332,9 @@ def _dump(document: dict[str, Any]) -> str:
 _TEMPLATE_HEADER = """\
 # Local AI Suite under Docker Compose. Profiles p1, p2, p3 are the presets of
 # `localsuite up`: p1 = inference-chat + api-gateway; p2 = p1 + inference-code +
-# embedding + rag + qdrant; p3 = p2 + mcp-server.
+# embedding + rag + qdrant; p3 = p2 + mcp-server. Profile monitoring adds Prometheus
+# (127.0.0.1:9090) and Grafana with the suite's dashboard (127.0.0.1:3000), from
+# deploy/monitoring: add `--profile monitoring` to the command below.
 #
 # Generated by `python -m localsuite.deploy.compose --template` from
 # src/localsuite/deploy/compose.py and the defaults in src/localsuite/core/settings.py.
@@ -320,7 +389,8 @@ def render_compose(settings: Settings, variant: Variant = DEFAULT) -> str:
     }
     header = (
         "# Local AI Suite under Docker Compose, for one configuration (its environment and\n"
-        "# .env), rendered by `localsuite compose`. Profiles p1, p2, p3 are the presets.\n"
+        "# .env), rendered by `localsuite compose`. Profiles p1, p2, p3 are the presets;\n"
+        "# profile monitoring adds Prometheus and Grafana, when rendered from a checkout.\n"
         "# Secrets stay ${NAME} references: Compose reads them from the environment or .env.\n"
         "#   docker compose -f THIS_FILE --profile p3 up -d\n"
     )
