@@ -6,11 +6,15 @@ time matters, and returns a rich renderable or a line; the commands print them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Column, Table
 
+from localsuite.cli.watch import GATEWAY, RAG, Rates, Snapshot, outcomes, rates
 from localsuite.core.stack import HealthStatus, ProcessState, ServiceState, StackState
 from localsuite.inference.registry import ModelEntry
 
@@ -107,3 +111,143 @@ def models_table(entries: Iterable[ModelEntry], serving: Mapping[str, list[str]]
             ", ".join(serving.get(entry.name, [])),
         )
     return table
+
+
+# --- status --watch ------------------------------------------------------------------------
+CIRCUIT_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red"}
+SERVER_COLOURS = {"ready": "green", "loading": "yellow", "down": "red"}
+NONE = "-"
+
+
+def watch_view(current: Snapshot, previous: Snapshot | None, now: float) -> Group:
+    """`status --watch`'s frame at wall time `now`: the services, the gateway's requests,
+    deployments and servers, rag's work; rates are over the time since `previous`."""
+    per_second = rates(previous, current) if previous is not None else None
+    parts: list[RenderableType] = [_watch_header(current, per_second, now),
+                                   _services(current)]  # fmt: skip
+    if current.runs(GATEWAY):
+        if current.gateway_up:
+            parts += [_requests(current, per_second), _deployments(current), _servers(current)]
+        else:
+            parts.append(f"[red]{GATEWAY} does not answer: no requests, circuits or servers[/red]")
+    if current.runs(RAG):
+        parts.append(_rag(current))
+    return Group(*parts)
+
+
+def _watch_header(current: Snapshot, per_second: Rates | None, now: float) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    stack = current.stack
+    head = f"[bold]localsuite[/bold] {clock}"
+    if stack is not None:
+        head += f" · preset {stack.preset} · supervisor pid {stack.supervisor_pid}"
+    if per_second is not None:
+        head += f" · rates over the last {per_second.seconds:.1f}s"
+    if current.supervisor_error is not None:
+        head += f"\n[red]the supervisor does not answer ({escape(current.supervisor_error)})[/red]"
+    return head
+
+
+def _services(current: Snapshot) -> Table:
+    table = Table("service", "state", "health", "restarts", "note", title="services")
+    known = current.stack.services if current.stack is not None else {}
+    for s in current.services:
+        state = ""
+        if s.state is not None:
+            colour = STATE_COLOURS.get(s.state, OTHER_COLOUR)
+            state = f"[{colour}]{s.state.value}[/{colour}]"
+        if not s.answered:
+            health = "[red]down[/red]"
+        elif s.healthy:
+            health = "[green]ok[/green]"
+        else:
+            health = f"[yellow]{s.status}[/yellow]"
+        why = s.problem or (note(known[s.name]) if s.name in known else "")
+        table.add_row(s.name, state, health, str(s.restarts), escape(why[:NOTE_WIDTH]))
+    return table
+
+
+def _requests(current: Snapshot, per_second: Rates | None) -> Table:
+    seen = outcomes(current.requests)
+    table = Table("alias", *seen, "req/s", "failed/s", "failovers", "queue", "ttft p50",
+                  "ttft mean", title="requests (since the gateway started)")  # fmt: skip
+    for alias in current.aliases():
+        first = current.first_token.get(alias)
+        table.add_row(
+            alias,
+            *(_count(current.requests.get((alias, o), 0.0)) for o in seen),
+            _rate(per_second.requests.get(alias, 0.0) if per_second else None),
+            _rate(per_second.failed.get(alias, 0.0) if per_second else None),
+            _count(current.failovers.get(alias, 0.0)),
+            _count(current.queues.get(alias, 0.0)),
+            _seconds(first.quantile(0.5) if first else None),
+            _seconds(first.mean if first else None),
+        )
+    return table
+
+
+def _deployments(current: Snapshot) -> Table:
+    table = Table("deployment", "server", "circuit", "in flight", "attempts", "last error",
+                  title="deployments")  # fmt: skip
+    names = dict.fromkeys([*current.deployments, *(d for d, _ in current.attempts)])
+    for name in names:
+        info = current.deployments.get(name, {})
+        circuit = str(info.get("circuit", ""))
+        colour = CIRCUIT_COLOURS.get(circuit, OTHER_COLOUR)
+        attempts = ", ".join(f"{result} {_count(n)}" for (d, result), n
+                             in sorted(current.attempts.items()) if d == name)  # fmt: skip
+        table.add_row(
+            name,
+            str(info.get("server", "")),
+            f"[{colour}]{circuit}[/{colour}]" if circuit else "",
+            str(info.get("in_flight", "")),
+            attempts,
+            _first_line(info.get("last_error")),
+        )
+    return table
+
+
+def _servers(current: Snapshot) -> Table:
+    table = Table("server", "state", "in flight", "probe", "last error", title="servers")
+    for name, info in current.servers.items():
+        state = str(info.get("state", ""))
+        if info.get("draining"):
+            state += " (draining)"
+        colour = SERVER_COLOURS.get(str(info.get("state")), OTHER_COLOUR)
+        latency = info.get("latency_ms")
+        table.add_row(
+            name,
+            f"[{colour}]{state}[/{colour}]",
+            str(info.get("in_flight", "")),
+            NONE if latency is None else f"{latency:.0f}ms",
+            _first_line(info.get("last_error")),
+        )
+    return table
+
+
+def _rag(current: Snapshot) -> str:
+    if not current.rag_up:
+        return "[red]rag does not answer: no queries, jobs or dependencies[/red]"
+    queries = ", ".join(f"{o} {_count(n)}" for o, n in sorted(current.rag_queries.items()))
+    jobs = ", ".join(f"{s} {_count(n)}" for s, n in sorted(current.rag_jobs.items()))
+    deps = ", ".join(f"{name} {'[green]up[/green]' if up else '[red]down[/red]'}"
+                     for name, up in sorted(current.rag_dependencies.items()))  # fmt: skip
+    return f"rag · queries: {queries or 'none'} · jobs: {jobs or 'none'} · {deps}"
+
+
+def _count(n: float) -> str:
+    return f"{n:.0f}"
+
+
+def _rate(per_second: float | None) -> str:
+    return NONE if per_second is None else f"{per_second:.2f}"
+
+
+def _seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return NONE
+    return f"{seconds * 1000:.0f}ms" if seconds < 10 else f"{seconds:.1f}s"
+
+
+def _first_line(text: object) -> str:
+    return escape(str(text).splitlines()[0][:NOTE_WIDTH]) if text else ""

@@ -11,21 +11,36 @@ what is shown is drawn by `render`; these commands only tie the two together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.live import Live
 
 from localsuite.cli import render
-from localsuite.cli.common import app, console, control_client, err, fail, load_settings
+from localsuite.cli.common import (
+    app,
+    auth_headers,
+    console,
+    control_client,
+    err,
+    fail,
+    load_settings,
+)
 from localsuite.core.errors import ConfigError, LocalSuiteError
 from localsuite.core.settings import Settings
 
+if TYPE_CHECKING:
+    from localsuite.supervisor.client import ControlClient
+
 FOLLOW_POLL = 0.2  # seconds between looks at a followed log
+WATCH_INTERVAL = 2.0  # seconds between the frames of `status --watch`
 
 
 @app.command()
@@ -127,11 +142,37 @@ def down(
 
 
 @app.command()
-def status() -> None:
-    """Every service: state, pid, port, health, restarts, uptime, model."""
+def status(
+    watch: bool = typer.Option(
+        False,
+        "--watch",
+        "-w",
+        help="A live view of the services' own /health and /metrics, refreshed until Ctrl-C",
+    ),
+    interval: float | None = typer.Option(
+        None, min=0.0, help=f"--watch: seconds between refreshes [default: {WATCH_INTERVAL:g}]"
+    ),
+    count: int | None = typer.Option(
+        None,
+        min=1,
+        help="--watch: stop after this many frames; output that is not a terminal gets "
+        "each frame printed in turn (scripts, logs)",
+    ),
+) -> None:
+    """Every service: state, pid, port, health, restarts, uptime, model.
+
+    With --watch: requests and errors by alias (and their rates), failovers, attempts,
+    circuits, servers up or down, queues, time to first token, rag's jobs and
+    dependencies, restarts; a service that does not answer shows as down."""
     from localsuite.supervisor.client import ControlError
 
-    client = control_client(load_settings())
+    if not watch and (interval is not None or count is not None):
+        raise fail("--interval and --count go with --watch", 2)
+    settings = load_settings()
+    client = control_client(settings)
+    if watch:
+        _watch(settings, client, WATCH_INTERVAL if interval is None else interval, count)
+        return
     try:
         state = client.status()
     except ControlError as exc:
@@ -139,6 +180,35 @@ def status() -> None:
     console.print(render.stack_table(state, time.time()))
     for paragraph in render.failures(state):
         err.print(paragraph)
+
+
+def _watch(settings: Settings, client: ControlClient, interval: float, count: int | None) -> None:
+    from localsuite.cli.watch import Snapshot, collect
+
+    def frame(previous: Snapshot | None) -> Snapshot:
+        known = previous.stack if previous is not None else None
+        return asyncio.run(collect(client.base_url, client.headers, auth_headers(settings),
+                                   known=known, clock=time.monotonic))  # fmt: skip
+
+    frames = itertools.count() if count is None else range(count)
+    previous: Snapshot | None = None
+    # A terminal gets one frame redrawn in place; a file or a pipe gets every frame.
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    try:
+        with live or contextlib.nullcontext():
+            for number in frames:
+                if number:
+                    time.sleep(interval)
+                current = frame(previous)
+                view = render.watch_view(current, previous, time.time())
+                if live is not None:
+                    live.update(view, refresh=True)
+                else:
+                    console.print(view)
+                    console.line()
+                previous = current
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
 
 
 @app.command()
