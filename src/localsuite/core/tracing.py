@@ -47,6 +47,7 @@ class Span:
     """A started span, ended once with its outcome. The base class is the null span."""
 
     __slots__ = ()
+    recording = False  # worth building attributes for
 
     def set(self, key: str, value: Attribute) -> None:
         """Set an attribute (e.g. what is only known later, such as a continuation)."""
@@ -69,6 +70,7 @@ NULL_SPAN = Span()
 
 class _Live(Span):
     __slots__ = ("_span", "_tracing")
+    recording = True
 
     def __init__(self, tracing: Tracing, span: OtelSpan) -> None:
         self._tracing = tracing

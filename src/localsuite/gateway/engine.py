@@ -149,10 +149,12 @@ class Attempt:
         self.continuing = False
         self.outcome: Outcome | None = None
         self.retry_after: float | None = None
-        self.span = exchange.span.child("gateway.attempt", {
-            "localsuite.deployment": deployment.id, "localsuite.server": deployment.server.name,
-            "localsuite.attempt": exchange.count, "localsuite.retry": retry,
-        })  # fmt: skip
+        self.span = exchange.span
+        if self.span.recording:
+            self.span = self.span.child("gateway.attempt", {
+                "localsuite.deployment": deployment.id, "localsuite.server": deployment.server.name,
+                "localsuite.attempt": exchange.count, "localsuite.retry": retry,
+            })  # fmt: skip
 
     @property
     def number(self) -> int:
@@ -176,13 +178,17 @@ class Attempt:
         if outcome is Outcome.OK:
             self.engine.admission.balancer.served(exchange.affinity, deployment)
         self.engine.metrics.attempt(deployment.id, outcome.value)
+        if outcome.deployment_failure or outcome is Outcome.UNREACHABLE:
+            log.info("[%s] %s: attempt %d on %s: %s (%s)", exchange.request_id, exchange.alias,
+                     exchange.count, deployment.id, outcome.value, detail)  # fmt: skip
+        if self.span.recording:
+            self._end_span(outcome, detail)
+
+    def _end_span(self, outcome: Outcome, detail: str) -> None:
         if self.continuing:
             self.span.set("localsuite.continuation", True)
         failed = not outcome.answered and outcome is not Outcome.CANCELLED
         self.span.end(outcome.value, error=(detail or outcome.value) if failed else None)
-        if outcome.deployment_failure or outcome is Outcome.UNREACHABLE:
-            log.info("[%s] %s: attempt %d on %s: %s (%s)", exchange.request_id, exchange.alias,
-                     exchange.count, deployment.id, outcome.value, detail)  # fmt: skip
 
 
 class Engine:

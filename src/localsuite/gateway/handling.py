@@ -103,6 +103,8 @@ async def counted(gateway: Gateway, relay: StreamRelay) -> AsyncIterator[bytes]:
 def ended(exchange: Exchange, outcome: str, error: str | None = None) -> None:
     """End the request's span with what it came to."""
     span = exchange.span
+    if not span.recording:
+        return
     span.set("localsuite.attempts", exchange.count)
     if exchange.served_by is not None:
         span.set("localsuite.deployment", exchange.served_by.id)

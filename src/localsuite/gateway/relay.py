@@ -128,6 +128,9 @@ class Relay:
                     if terminated():
                         await self._finish(response, deployment.server)
                         break
+                else:
+                    if deployment.server.closes_after_streams:
+                        response.close()  # ended by the server: never back to the pool
                 return response.status, None
         except NoAnswer as exc:
             raise _Failed(self._no_answer(attempt, exc), str(exc)) from exc

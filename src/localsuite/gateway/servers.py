@@ -43,6 +43,9 @@ log = logging.getLogger("localsuite.gateway")
 
 # A silent probe is a suspicion; this many in a row make the server down.
 SILENT_PROBES_TO_DOWN = 2
+# Sends of one request on pooled connections the server had closed, before its error is
+# the attempt's: each fails at once, before the request reached the server.
+STALE_CONNECTIONS_TRIED = 4
 
 
 class Health(enum.Enum):
@@ -146,17 +149,23 @@ class Server:
         self, session: aiohttp.ClientSession, path: str, payload: bytes, headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
         all_headers = {**self.headers, **headers}
-        try:
-            response = await session.post(self.url(path), data=payload, headers=all_headers)
-        except aiohttp.ClientConnectorError:
-            raise  # refused: nothing listens; trying again at once would say the same
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            # a pooled connection the server had closed: the request never reached it
-            if not self.closes_after_streams:
-                log.info("server %s closed a pooled connection: streamed answers from it "
-                         "will not be kept alive", self.name)  # fmt: skip
-                self.closes_after_streams = True
-            response = await session.post(self.url(path), data=payload, headers=all_headers)
+        url = self.url(path)
+        for tried in range(1, STALE_CONNECTIONS_TRIED + 1):
+            try:
+                response = await session.post(url, data=payload, headers=all_headers)
+                break
+            except aiohttp.ClientConnectorError:
+                raise  # refused: nothing listens; trying again at once would say the same
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # a pooled connection the server had closed: the request never reached it;
+                # the connection left the pool with the error, so the next try takes
+                # another, or a new one once the pool is empty
+                if tried == STALE_CONNECTIONS_TRIED:
+                    raise
+                if not self.closes_after_streams:
+                    log.info("server %s closed a pooled connection: streamed answers from it "
+                             "will not be kept alive", self.name)  # fmt: skip
+                    self.closes_after_streams = True
         if response.headers.get("Server", "").startswith("llama.cpp"):
             self.closes_after_streams = True
         return response
