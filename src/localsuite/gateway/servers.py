@@ -43,8 +43,9 @@ log = logging.getLogger("localsuite.gateway")
 
 # A silent probe is a suspicion; this many in a row make the server down.
 SILENT_PROBES_TO_DOWN = 2
-# Sends of one request on pooled connections the server had closed, before its error is
-# the attempt's: each fails at once, before the request reached the server.
+# Sends of one request that could not be written on pooled connections the server had
+# closed, before the error is the attempt's (each fails at once, before the request
+# reached the server).
 STALE_CONNECTIONS_TRIED = 4
 
 
@@ -150,17 +151,21 @@ class Server:
     ) -> aiohttp.ClientResponse:
         all_headers = {**self.headers, **headers}
         url = self.url(path)
-        for tried in range(1, STALE_CONNECTIONS_TRIED + 1):
+        sends = 0
+        while True:
+            sends += 1
             try:
                 response = await session.post(url, data=payload, headers=all_headers)
                 break
             except aiohttp.ClientConnectorError:
                 raise  # refused: nothing listens; trying again at once would say the same
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # a pooled connection the server had closed: the request never reached it;
-                # the connection left the pool with the error, so the next try takes
-                # another, or a new one once the pool is empty
-                if tried == STALE_CONNECTIONS_TRIED:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled connection the server had closed. The failed one left the pool,
+                # so the next send takes another, or a new one. A request that could not
+                # be written (OSError) never reached the server: another send is safe, up
+                # to a few; one the server dropped unanswered may have, so it gets one.
+                unwritten = not isinstance(exc, aiohttp.ServerDisconnectedError)
+                if sends >= (STALE_CONNECTIONS_TRIED if unwritten else 2):
                     raise
                 if not self.closes_after_streams:
                     log.info("server %s closed a pooled connection: streamed answers from it "
