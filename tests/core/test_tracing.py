@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -59,3 +61,47 @@ def test_an_active_span_is_the_parent_of_what_runs_inside_and_fails_with_it() ->
     assert headers["traceparent"].split("-")[2] == f"{outer_span.context.span_id:016x}"
     assert outer_span.status.status_code is StatusCode.ERROR
     assert outer_span.attributes == {"k": "v", "localsuite.outcome": "failed"}
+
+
+HOST = """
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from localsuite.gateway.app import create_gateway_app
+from localsuite.testing.fake_upstream import FakeUpstream
+from localsuite.testing.gateway_stack import make_settings
+from localsuite.testing.servers import serve_in_thread, wait_until
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+primary, secondary = FakeUpstream("primary"), FakeUpstream("secondary")
+primary.fault("status", status=503)
+with serve_in_thread(primary.app()) as p, serve_in_thread(secondary.app()) as s:
+    with serve_in_thread(create_gateway_app(make_settings(p, s))) as url:
+        body = {"model": "chat-7b", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 200
+        wait_until(lambda: any(x.name.startswith("gateway ")
+                               for x in exporter.get_finished_spans()))
+print(sorted({x.name for x in exporter.get_finished_spans()}))
+print(all("traceparent" in h for h in primary.headers + secondary.headers))
+"""
+
+
+def test_a_host_process_s_own_global_provider_gets_the_spans() -> None:
+    """A process that embeds the gateway and set OpenTelemetry's global provider itself
+    (in a child process: the global provider can be set once per process)."""
+    done = subprocess.run([sys.executable, "-c", HOST], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    names, told = done.stdout.strip().splitlines()[-2:]
+    assert names == "['gateway chat', 'gateway.attempt']"
+    assert told == "True"
+
+
+def test_no_global_provider_means_off() -> None:
+    assert Tracing.from_host("api-gateway").enabled is False

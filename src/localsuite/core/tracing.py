@@ -14,6 +14,9 @@ Tracing is on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_E
 is set, or `OTEL_TRACES_EXPORTER` names `otlp` or `console`; `OTEL_SDK_DISABLED=true`
 turns it off. Spans go to the OTLP/HTTP exporter in batches. The packages are the
 `tracing` extra: asked for without them, a service logs one warning and runs untraced.
+A process that embeds a service (a test harness, an app that mounts it) and has set
+OpenTelemetry's global tracer provider itself gets the service's spans there, unless the
+settings ask for something else.
 
 When off, every call returns the one `NULL_SPAN`, whose methods do nothing: the hot path
 pays a method call, not an import or an allocation. Each service builds its own provider
@@ -24,6 +27,7 @@ pays a method call, not an import or an allocation. Each service builds its own 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span as OtelSpan
+    from opentelemetry.trace import TracerProvider as ApiTracerProvider
 
     from localsuite.core.settings import Settings
 
@@ -110,8 +115,15 @@ def _inject(context: Context | None) -> dict[str, str]:
 class Tracing:
     """One service's tracer; `Tracing()` is off."""
 
-    def __init__(self, provider: TracerProvider | None = None, service: str = "") -> None:
+    def __init__(
+        self,
+        provider: TracerProvider | ApiTracerProvider | None = None,
+        service: str = "",
+        *,
+        owned: bool = True,
+    ) -> None:
         self._provider = provider
+        self._owned = owned  # ours to shut down (not a host process's global provider)
         self._tracer = provider.get_tracer("localsuite") if provider is not None else None
         self.service = service
 
@@ -127,7 +139,7 @@ class Tracing:
         if settings.otel_sdk_disabled or exporter_name == "none":
             return cls()
         if not endpoint and exporter_name not in ("otlp", "console"):
-            return cls()
+            return cls.from_host(service)
         try:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
@@ -149,6 +161,20 @@ class Tracing:
         return cls(_provider(name, BatchSpanProcessor(exporter)), service)
 
     @classmethod
+    def from_host(cls, service: str) -> Tracing:
+        """The global provider of a process that embeds the service (a test harness, an
+        app that mounts it) and installed one itself; else off. Nothing is imported to
+        find out: a process that never imported OpenTelemetry has none."""
+        if "opentelemetry.trace" not in sys.modules:
+            return cls()
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return cls()
+        return cls(provider, service, owned=False)
+
+    @classmethod
     def to(cls, exporter: SpanExporter, service: str = "test") -> Tracing:
         """Spans go to `exporter` as each ends (tests: an in-memory exporter)."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -157,8 +183,10 @@ class Tracing:
 
     def shutdown(self) -> None:
         """Flush what is batched; the service is stopping."""
-        if self._provider is not None:
-            self._provider.shutdown()
+        if self._provider is not None and self._owned:
+            shutdown = getattr(self._provider, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
 
     # --- spans -------------------------------------------------------------------------
     def extract(self, headers: Mapping[str, str]) -> Context | None:
