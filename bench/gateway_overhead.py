@@ -47,7 +47,7 @@ import psutil
 
 from localsuite.inference.binary import find_llama_server
 from localsuite.inference.registry import bundled_model
-from localsuite.testing.servers import free_port, wait_healthy
+from localsuite.testing.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM = ROOT / "bench" / ".venv-litellm" / "bin" / "litellm"
@@ -69,12 +69,7 @@ def process(argv: list[str], health: str, env: dict[str, str] | None = None) -> 
         wait_healthy(health, proc, 120)
         yield proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 def stub(port: int) -> list[str]:

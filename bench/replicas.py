@@ -40,7 +40,7 @@ import orjson
 from localsuite.core.settings import Settings
 from localsuite.inference.command import inference_plan
 from localsuite.inference.registry import ModelRegistry
-from localsuite.testing.servers import free_port, wait_healthy
+from localsuite.testing.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = (
@@ -73,12 +73,7 @@ def started(argv: list[str], health: str, env: dict[str, str] | None = None) -> 
         wait_healthy(health, proc, 120)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 def llama(stack: ExitStack, tmp: Path) -> str:

@@ -16,7 +16,7 @@ from localsuite.deploy.compose import render_compose
 from localsuite.deploy.containers import MODELS_MOUNT
 from localsuite.inference.binary import find_llama_server
 from localsuite.inference.registry import bundled_model
-from localsuite.testing.servers import free_port, wait_until
+from localsuite.testing.servers import free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.llama
 
@@ -66,10 +66,5 @@ def test_llama_server_serves_with_the_container_command(
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"] == bundled.name  # --alias: the file name
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop_process(server)
         log.close()

@@ -29,7 +29,7 @@ from localsuite.deploy.containers import PYTHON_SERVICES, container_port
 from localsuite.testing.detached import DetachedStack
 from localsuite.testing.load import Load
 from localsuite.testing.processes import PORT_VARIABLES
-from localsuite.testing.servers import free_port, wait_healthy, wait_until
+from localsuite.testing.servers import free_port, stop_process, wait_healthy, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "deploy" / "monitoring"
@@ -243,12 +243,7 @@ def prometheus(stack: DetachedStack, tmp_path: Path) -> Iterator[Prometheus]:
         wait_healthy(f"{url}/-/ready", proc, 60, lambda: log_path.read_text(errors="replace"))
         yield Prometheus(url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, grace=15)
 
 
 def index_a_document(stack: DetachedStack) -> None:

@@ -1,5 +1,5 @@
 """Waiting for a process one started to serve: a free loopback port to give it, and its
-health URL polled until it answers 200, it exits, or time runs out.
+health URL polled until it answers 200, it exits, or time runs out; and ending it.
 
 For the processes started outside the supervisor (the installer's llama-server check,
 tests, benchmarks); the supervisor judges its services with compose-style health checks
@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -52,3 +53,15 @@ def wait_healthy(
             return
         time.sleep(POLL)
     raise TimeoutError(f"{url} not healthy within {within}s: {said()}")
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, up to `grace` seconds for the process to end, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

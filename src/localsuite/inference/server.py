@@ -11,7 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from localsuite.core.readiness import free_port, wait_healthy
+from localsuite.core.readiness import free_port, stop_process, wait_healthy
 from localsuite.core.settings import Settings
 from localsuite.inference.command import InferencePlan, inference_plan
 from localsuite.inference.registry import ModelRegistry
@@ -72,12 +72,7 @@ class LlamaServer:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_GRACE)
+        stop_process(self.proc, STOP_GRACE)
 
     def log_tail(self, lines: int = 15) -> str:
         try:

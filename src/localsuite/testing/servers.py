@@ -12,13 +12,14 @@ from typing import Any
 
 import uvicorn
 
-from localsuite.core.readiness import free_port, healthy, wait_healthy
+from localsuite.core.readiness import free_port, healthy, stop_process, wait_healthy
 
 __all__ = [
     "assert_no_server_error",
     "free_port",
     "healthy",
     "serve_in_thread",
+    "stop_process",
     "wait_healthy",
     "wait_until",
 ]
