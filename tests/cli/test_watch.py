@@ -16,7 +16,7 @@ from localsuite.cli import render
 from localsuite.cli.watch import Histogram, Probe, collect, rates, snapshot
 from localsuite.core.metrics import GatewayMetrics, RagMetrics, new_registry
 from localsuite.core.metrics import render as metrics_text
-from localsuite.core.retry import set_testing
+from localsuite.core.retry import no_backoff
 from localsuite.core.stack import ProcessState, ServiceState, StackState
 from localsuite.gateway.app import create_gateway_app
 from localsuite.gateway.servers import Health
@@ -34,9 +34,8 @@ CLOSED = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 @pytest.fixture(autouse=True)
 def _no_backoff() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+    with no_backoff():
+        yield
 
 
 @pytest.fixture

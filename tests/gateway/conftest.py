@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from localsuite.core.retry import set_testing
+from localsuite.core.retry import no_backoff
 from localsuite.core.tracing import Tracing
 from localsuite.gateway.app import create_gateway_app
 from localsuite.testing.fake_upstream import FakeUpstream
@@ -17,9 +17,8 @@ from localsuite.testing.servers import serve_in_thread
 
 @pytest.fixture(autouse=True)
 def _no_backoff() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+    with no_backoff():
+        yield
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from localsuite.core.http import (
     ConnectionLost,
     ErrorAnswer,
 )
-from localsuite.core.retry import RetryPolicy, set_testing
+from localsuite.core.retry import RetryPolicy, no_backoff, set_testing
 from localsuite.core.timeouts import Deadline
 from localsuite.rag.dependencies import Dependency, Guard, State, is_transient
 from localsuite.rag.store import CollectionMissing, StoreRejected, StoreUnavailable, VectorStore
@@ -24,9 +24,8 @@ from localsuite.testing.servers import free_port
 
 @pytest.fixture(autouse=True)
 def _no_backoff() -> Iterator[None]:
-    set_testing(True)
-    yield
-    set_testing(False)
+    with no_backoff():
+        yield
 
 
 @pytest.mark.parametrize(
