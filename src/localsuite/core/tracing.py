@@ -1,13 +1,13 @@
 """OpenTelemetry traces, optional: off (and free) unless the standard `OTEL_*` settings ask.
 
-    tracing = Tracing.from_settings(settings, "api-gateway")   # OFF when not asked
-    span = tracing.start("gateway.request", parent=tracing.extract(headers), alias=...)
-    attempt = span.child("gateway.attempt", deployment=...)
+    tracing = Tracing.from_settings(settings, "api-gateway")   # off when not asked
+    span = tracing.start("gateway chat", tracing.extract(headers), {"localsuite.alias": a})
+    attempt = span.child("gateway.attempt", {"localsuite.deployment": d})
     headers.update(attempt.headers())        # W3C traceparent for the backend
     attempt.end("ok")
 
-    with tracing.active("rag.query", collection=...):   # the current span, for code that
-        with tracing.active("rag.embedding"):           # awaits in one task (rag)
+    with tracing.active("rag.query"):        # the current span, for code that awaits
+        with tracing.active("rag.embedding"):  # in one task (rag)
             ... headers.update(tracing.headers()) ...
 
 Tracing is on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
