@@ -1,9 +1,14 @@
-"""Retrieval quality of rag against two baselines, on a real documentation corpus, in one run.
+"""Retrieval quality of rag against two baselines, on real documentation corpora, in one run.
 
-Corpus: git's manual as Debian's `git-doc` package ships it (`apt-get install git-doc`:
-the HTML pages under /usr/share/doc/git-doc, about 245 files, 8 MB). Questions:
-`bench/questions/git_doc.json`, each with the one page that answers it, written before
-any tuning.
+Question sets (`bench/questions/*.json`, each written and committed before any tuning,
+each question with the one page that answers it), over what Debian packages ship:
+
+  git_doc     72 questions over git's manual (`apt-get install git-doc`: 242 HTML
+              pages under /usr/share/doc/git-doc, 8.8 MiB; man pages and guides)
+  flask_doc   64 questions over Flask's manual (`apt-get install python-flask-doc`:
+              77 Sphinx HTML pages, 4 MiB; prose, API reference, code)
+
+Every set runs by default, one after the other; `--questions FILE` runs one.
 
 Pipelines, all with the same bundled all-MiniLM-L6-v2 served by the embedding service
 and the same text (rag's HTML loader, `rag.loaders.load`):
@@ -24,9 +29,10 @@ differ between pipelines, bytes do not).
 
 Prints a table and writes bench/results/rag_quality.json.
 
-    .venv/bin/python bench/rag_quality.py [--only rag] [--set RAG_CHUNK_SIZE=128 ...]
+    .venv/bin/python bench/rag_quality.py [--only rag] [--questions F] [--set NAME=VALUE]
 
-`rag (dense)` and `rag (lexical)` are the same index asked with one ranking alone.
+`rag (dense)` and `rag (lexical)` are the same index asked with one ranking alone, `rag
+(any per page)` without the default limit of one chunk per document in the top 4.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from localsuite.testing.servers import serve_in_thread
 from rag_baselines import Bm25, recursive_split
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = ROOT / "bench" / "questions" / "git_doc.json"
+QUESTION_SETS = sorted((ROOT / "bench" / "questions").glob("*.json"))
 TOPK = 4
 EMBED_BATCH = 64
 
@@ -59,7 +65,8 @@ def load_questions(path: Path) -> tuple[Path, list[str], list[dict[str, str]]]:
     spec = json.loads(path.read_text())
     root = Path(spec["corpus"]["root"])
     if not root.is_dir():
-        sys.exit(f"{root} is missing: install the corpus with `apt-get install git-doc`")
+        package = spec["corpus"]["debian_package"]
+        sys.exit(f"{root} is missing: install the corpus with `apt-get install {package}`")
     files = sorted(str(p) for p in root.glob(spec["corpus"]["pattern"]) if p.is_file())
     return root, files, spec["questions"]
 
@@ -84,13 +91,16 @@ def latency(samples: list[float]) -> dict[str, float]:
     }
 
 
+COLLECTION = "bench"
+
+
 def ask_all(
     client: httpx.Client, root: Path, questions: list[dict[str, str]], extra: dict[str, Any]
 ) -> tuple[list[list[str]], list[float], list[float]]:
     ranked, wall, service = [], [], []
     for question in questions:
-        body: dict[str, Any] = {"query": question["q"], "collection": "gitdoc", "topk": TOPK,
-                                "generate": False, **extra}  # fmt: skip
+        body: dict[str, Any] = {"query": question["q"], "collection": COLLECTION,
+                                "topk": TOPK, "generate": False, **extra}  # fmt: skip
         began = time.perf_counter()
         answer = client.post("/query", json=body)
         wall.append((time.perf_counter() - began) * 1000)
@@ -109,7 +119,7 @@ def run_rag(
         started = time.perf_counter()
         accepted = client.post(
             "/index",
-            params={"collection": "gitdoc"},
+            params={"collection": COLLECTION},
             json={"paths": files},
             headers={"Prefer": "respond-async"},
         )
@@ -123,8 +133,8 @@ def run_rag(
         if job["state"] != "done" or job["files_failed"]:
             sys.exit(f"index job ended {job['state']}: {job['error']} {job['failures']}")
         for warm in questions[:5]:
-            client.post("/query", json={"query": warm["q"], "collection": "gitdoc", "topk": 1,
-                                        "generate": False})  # fmt: skip
+            client.post("/query", json={"query": warm["q"], "collection": COLLECTION,
+                                        "topk": 1, "generate": False})  # fmt: skip
 
         uncached = {} if old_api else {"cache": False}
         ranked, wall, service = ask_all(client, root, questions, uncached)
@@ -138,7 +148,7 @@ def run_rag(
             }
         }
         variants = {f"rag ({mode})": {"retrieval": mode} for mode in ("dense", "lexical")}
-        variants |= {f"rag ({n} a page)": {"per_source": n} for n in (1, 2)}
+        variants["rag (any per page)"] = {"per_source": 0}
         for name, asked in () if old_api else variants.items():
             ranked, wall, service = ask_all(client, root, questions, {**uncached, **asked})
             out[name] = {
@@ -201,14 +211,25 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for rag"
     )
-    parser.add_argument("--questions", type=Path, default=QUESTIONS)
+    parser.add_argument(
+        "--questions", type=Path, action="append", help="one question set (default: all)"
+    )
     parser.add_argument(
         "--old-api", action="store_true", help="rag before `retrieval` and `cache` existed"
     )
     args = parser.parse_args()
-    root, files, questions = load_questions(args.questions)
-    source_bytes = sum(Path(f).stat().st_size for f in files)
     overrides = dict(item.split("=", 1) for item in args.set)
+    sets = {path.stem: run_set(path, args.only, overrides, args.old_api)
+            for path in args.questions or QUESTION_SETS}  # fmt: skip
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "rag_quality.json").write_text(json.dumps(sets, indent=2))
+
+
+def run_set(path: Path, only: str | None, overrides: dict[str, str], old_api: bool) -> Any:
+    """Every pipeline over one question set, with fresh services; printed and returned."""
+    root, files, questions = load_questions(path)
+    source_bytes = sum(Path(f).stat().st_size for f in files)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rag-quality-") as tmp:
         work = Path(tmp)
@@ -227,17 +248,18 @@ def main() -> None:
             )  # fmt: skip
             try:
                 embedding.wait_ready()
-                if args.only != "baselines":
+                if only != "baselines":
                     gateway.start().wait_ready()
                     rag.start().wait_ready()
-                    results |= run_rag(rag.url, root, files, questions, args.old_api)
+                    results |= run_rag(rag.url, root, files, questions, old_api)
                     rag.stop()
-                if args.only != "rag":
+                if only != "rag":
                     results |= run_baselines(embedding.url, root, files, questions)
             finally:
                 for service in (rag, gateway, embedding):
                     service.stop()
     out: dict[str, Any] = {
+        "set": path.stem,
         "corpus": {"files": len(files), "source_bytes": source_bytes},
         "questions": len(questions),
         "settings": overrides,
@@ -248,20 +270,18 @@ def main() -> None:
         result["source_bytes_per_s"] = source_bytes / result["index_seconds"]
         out["pipelines"][name] = {**score(ranked, questions), **result}
     report(out)
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "rag_quality.json").write_text(json.dumps(out, indent=2))
+    return out
 
 
 def report(out: dict[str, Any]) -> None:
     corpus = out["corpus"]
     settings = out["settings"] or "default"
-    print(f"\n{out['questions']} questions over {corpus['files']} pages "
+    print(f"\n{out['set']}: {out['questions']} questions over {corpus['files']} pages "
           f"({corpus['source_bytes'] / 2**20:.1f} MiB); settings {settings}")  # fmt: skip
-    print(f"{'pipeline':<10} {'recall@4':>8} {'MRR':>6} {'chunks':>7} {'p50 ms':>7} "
+    print(f"{'pipeline':<20} {'recall@4':>8} {'MRR':>6} {'chunks':>7} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'index KiB/s':>11}")  # fmt: skip
     for name, p in out["pipelines"].items():
-        print(f"{name:<10} {p['recall_at_4']:>8.3f} {p['mrr']:>6.3f} {p['chunks']:>7} "
+        print(f"{name:<20} {p['recall_at_4']:>8.3f} {p['mrr']:>6.3f} {p['chunks']:>7} "
               f"{p['query']['p50_ms']:>7.1f} {p['query']['p99_ms']:>7.1f} "
               f"{p['source_bytes_per_s'] / 1024:>11.1f}")  # fmt: skip
     for name, p in out["pipelines"].items():

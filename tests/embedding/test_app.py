@@ -13,7 +13,10 @@ import pytest
 
 from localsuite.core.bundled import unpacked_model
 from localsuite.embedding.app import create_embedding_app
-from localsuite.embedding.backends.sentence_transformers import SentenceTransformersBackend
+from localsuite.embedding.backends.sentence_transformers import (
+    SentenceTransformersBackend,
+    _runs,
+)
 from localsuite.testing.servers import serve_in_thread, wait_until
 
 CAT = "The cat sits on the mat."
@@ -170,3 +173,33 @@ def test_metrics_count_requests_texts_and_batches(service_url: str) -> None:
         "localsuite_embedding_queued_texts 0.0",
     ):
         assert name in metrics, name
+
+
+def test_a_batch_of_mixed_lengths_embeds_as_each_text_alone(
+    real_backend: SentenceTransformersBackend,
+) -> None:
+    """Long texts run in several model calls of similar lengths (`PADDED_TOKENS`): every
+    row must still be its own text's vector, in the caller's order, token counts too."""
+    texts = [("word " * n).strip() + f" {n}" for n in (3, 700, 40, 250, 5, 250, 120, 1)]
+    model = real_backend._st
+    together = SentenceTransformersBackend._embed_with(model, texts)
+    for i, text in enumerate(texts):
+        alone = SentenceTransformersBackend._embed_with(model, [text])
+        assert np.allclose(together.vectors[i], alone.vectors[0], atol=1e-5), i
+        assert together.tokens[i] == alone.tokens[0]
+    assert together.tokens[1] == 512  # the 700 words, truncated to the window
+
+
+@pytest.mark.parametrize(
+    ("lengths", "budget", "runs"),
+    [
+        ([10, 300, 20, 300, 5], 600, [[1, 3], [2, 0, 4]]),
+        ([600, 700], 600, [[1], [0]]),  # one text over the budget still runs, alone
+        ([8] * 5, 16, [[0, 1], [2, 3], [4]]),
+        ([], 100, []),
+    ],
+)
+def test_runs_group_by_length_within_the_padded_budget(
+    lengths: list[int], budget: int, runs: list[list[int]]
+) -> None:
+    assert _runs(lengths, budget) == runs

@@ -106,7 +106,7 @@ def test_query_items_and_the_cache_with_its_invalidation(rag: Rag) -> None:
     # A changed file is a change of the collection: the next answer is fresh, and sees it.
     lighthouse = files["lighthouse"]
     lighthouse.write_text(
-        lighthouse.read_text() + "\n\nThe ledger of lost ships was kept by Ada Okonkwo.\n"
+        lighthouse.read_text() + "\n\nAda Okonkwo wrote the names of lost ships in a ledger.\n"
     )
     rag.index("c")
     fresh = ask(rag, "Who wrote the names of lost ships in a ledger?", "c")

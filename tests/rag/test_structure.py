@@ -79,6 +79,65 @@ def test_html_outline_has_title_sections_terms_and_preformatted_text() -> None:
     ]  # fmt: skip
 
 
+SPHINX = """<html><head><title>json — JSON encoder and decoder — Python 3.11 docs</title>
+</head><body>
+<div class="related" role="navigation"><ul><li><a href="marshal.html">marshal</a> |</li>
+<li>Python 3.11 Documentation &raquo;</li></ul></div>
+<div class="document"><div class="body" role="main">
+<section><h1>json — JSON encoder and decoder<a class="headerlink" href="#json">¶</a></h1>
+<p>Encode Python objects as JSON text.</p><div><p>Indent with <code>indent=4</code>.</p></div>
+<section><h2>Basic Usage<a class="headerlink" href="#usage">¶</a></h2>
+<pre>json.dumps(obj)</pre></section></section>
+</div></div>
+<div class="sphinxsidebar" role="navigation"><h3>Previous topic</h3><p>mailbox — Manipulate
+mailboxes</p><h3>This Page</h3><div role="search"><input type="text"></div></div>
+<div class="footer">© Copyright. Created using Sphinx.</div>
+</body></html>"""
+
+HTML5 = """<html><head><title>Release notes | Widget Docs</title></head><body>
+<header><nav><a href="/">Home</a> <a href="/guide">Guide</a></nav></header>
+<h1>Release notes</h1><p>Widgets now spin faster.</p>
+<aside><p>Related: tuning the spinner</p></aside>
+<footer><p>Next: Installing widgets</p></footer>
+</body></html>"""
+
+
+@pytest.mark.parametrize(
+    ("page", "title", "kept", "dropped"),
+    [
+        (SPHINX, "json — JSON encoder and decoder",
+         ["Encode Python objects as JSON text.", "Indent with indent=4.", "json.dumps(obj)"],
+         ["marshal", "Previous topic", "mailbox", "This Page", "Copyright", "¶",
+          "Python 3.11 Documentation"]),
+        (HTML5, "Release notes",
+         ["Widgets now spin faster.", "Related: tuning the spinner"],
+         ["Home", "Guide", "Next: Installing widgets"]),
+    ],
+    ids=["sphinx, role=main", "html5 nav and footer, no main"],
+)  # fmt: skip
+def test_html_keeps_the_pages_own_content_not_the_sites(
+    page: str, title: str, kept: list[str], dropped: list[str]
+) -> None:
+    """Navigation, sidebars, search boxes, footers and permalink marks are the site's,
+    the same on every page: text in them ("Previous topic: mailbox") would make this page
+    a hit for another page's question."""
+    outline = html(page, "fallback")
+    assert outline.title == title
+    for text in kept:
+        assert text in outline.text
+    for text in dropped:
+        assert text not in outline.text
+    assert all("¶" not in h for s in outline.sections for h in s.headings)
+
+
+def test_a_heading_inside_main_opens_sections_as_elsewhere() -> None:
+    outline = html(SPHINX, "fallback")
+    assert sections_of(outline) == [
+        ((), False, "Encode Python objects as JSON text.\n\nIndent with indent=4."),
+        (("Basic Usage",), True, "json.dumps(obj)"),
+    ]
+
+
 def test_markdown_outline_follows_atx_setext_and_fences() -> None:
     outline = markdown(NOTES, "notes.md")
     assert outline.title == "Setup notes"

@@ -84,8 +84,8 @@ class Settings(BaseSettings):
 
     # --- RAG -------------------------------------------------------------------------
     rag_topk: int = Field(4, ge=1, le=100)
-    rag_chunk_size: int = Field(128, ge=16)  # tokens of the embedding model, heading included
-    rag_chunk_overlap: int = Field(16, ge=0)
+    rag_chunk_size: int = Field(192, ge=16)  # tokens of the embedding model, heading included
+    rag_chunk_overlap: int = Field(24, ge=0)
     rag_llm_timeout: float = Field(120, gt=0)
     rag_llm_max_tokens: int = Field(256, ge=1)
     rag_llm_temperature: float = Field(0.3, ge=0)
@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     rag_retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
     rag_candidates: int = Field(20, ge=1, le=1000)  # chunks each ranking gives the fusion
     rag_rrf_k: int = Field(60, ge=1)  # reciprocal rank fusion: 1 / (k + rank)
-    rag_chunks_per_source: int = Field(0, ge=0)  # at most this many of one document; 0: any
+    rag_chunks_per_source: int = Field(1, ge=0)  # at most this many of one document; 0: any
     rag_reranker_model: Path | None = None  # a local cross-encoder folder; None: no reranking
     rag_index_sync_wait: float = Field(60, ge=0)  # POST /index waits this long, then 202
     rag_index_concurrency: int = Field(2, ge=1, le=16)  # embedding calls in flight per job

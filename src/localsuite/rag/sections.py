@@ -7,8 +7,14 @@ its heading path, so that a passage that never names its subject ("Create a shal
 clone with a history truncated to the specified number of commits") is still found by
 it.
 
-    HTML        <title> (else the first <h1>); h1-h6 open sections; <pre> is preformatted;
-                block elements are paragraphs, inline whitespace collapsed
+    HTML        the page's own content: only what is inside <main> (or role="main") when
+                the page marks it, and never navigation, search boxes, footers or
+                permalink marks (`_BOILERPLATE`: what generators such as Sphinx,
+                MkDocs and Javadoc put on every page, "Next topic: ..." included, would
+                otherwise be found for other pages' questions); the title is
+                <title> (else the first <h1>), or the first <h1> when <title> is that
+                heading plus the site's name; h1-h6 open sections; <pre> is
+                preformatted; block elements are paragraphs, whitespace collapsed
     Markdown    the first "# " heading (else the file name); ATX and setext headings open
                 sections; ``` and ~~~ fences are preformatted
     code        one preformatted section titled by the file name
@@ -69,6 +75,13 @@ _BLOCK_TAGS = frozenset(
 )
 _HIDDEN_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
+# Elements that are the site's, not the page's: skipped with everything inside them.
+_BOILERPLATE_TAGS = frozenset({"nav", "footer"})
+_BOILERPLATE_ROLES = frozenset({"navigation", "search", "contentinfo", "banner"})
+_BOILERPLATE_CLASSES = frozenset(
+    {"headerlink", "sphinxsidebar", "related", "footer", "breadcrumbs", "skip-link"}
+)
+_PERMALINK = re.compile(r"\s*[\u00b6#\u00a7]$")  # the "¶" a generator puts after a heading
 
 
 @dataclass
@@ -78,15 +91,36 @@ class _Block:
     level: int = 0
 
 
+class _Subtree:
+    """One element being tracked to its end tag (its own tag nested inside it counted)."""
+
+    def __init__(self) -> None:
+        self.tag = ""
+        self.depth = 0
+
+    def enter(self, tag: str) -> None:
+        self.tag, self.depth = tag, 1
+
+    def inside(self) -> bool:
+        return self.depth > 0
+
+    def see(self, tag: str, opening: bool) -> None:
+        if self.depth and tag == self.tag:
+            self.depth += 1 if opening else -1
+
+
 class _HtmlBlocks(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.blocks: list[_Block] = []
+        self.main_blocks: list[_Block] = []  # those inside <main> / role="main"
         self._parts: list[str] = []
         self._hidden = 0
         self._pre = 0
         self._kind = "text"
         self._level = 0
+        self._skipped = _Subtree()
+        self._main = _Subtree()
 
     def _flush(self) -> None:
         raw = "".join(self._parts)
@@ -98,10 +132,22 @@ class _HtmlBlocks(HTMLParser):
             text = re.sub(r"\n\s*\n", "\n", text)
         else:
             text = " ".join(raw.split())
+        if self._kind == "heading":
+            text = _PERMALINK.sub("", text)
         if text.strip():
-            self.blocks.append(_Block(self._kind, text, self._level))
+            block = _Block(self._kind, text, self._level)
+            self.blocks.append(block)
+            if self._main.inside():
+                self.main_blocks.append(block)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._skipped.see(tag, True)
+        self._main.see(tag, True)
+        if not self._skipped.inside() and _boilerplate(tag, attrs):
+            self._skipped.enter(tag)
+        if not self._main.inside() and (tag == "main" or ("role", "main") in attrs):
+            self._flush()
+            self._main.enter(tag)
         if tag in _HIDDEN_TAGS:
             self._hidden += 1
         if tag == "title":
@@ -122,6 +168,10 @@ class _HtmlBlocks(HTMLParser):
             self._kind = "text"
 
     def handle_endtag(self, tag: str) -> None:
+        self._skipped.see(tag, False)
+        if self._main.inside() and tag == self._main.tag and self._main.depth == 1:
+            self._flush()  # the main content's last block, before leaving it
+        self._main.see(tag, False)
         if tag in _HIDDEN_TAGS and self._hidden:
             self._hidden -= 1
         if tag == "title" or (tag in _HEADINGS and self._kind == "heading"):
@@ -137,8 +187,17 @@ class _HtmlBlocks(HTMLParser):
             self._kind = "text"
 
     def handle_data(self, data: str) -> None:
-        if self._kind == "title" or not self._hidden:
+        if self._kind == "title" or not (self._hidden or self._skipped.inside()):
             self._parts.append(data)
+
+
+def _boilerplate(tag: str, attrs: list[tuple[str, str | None]]) -> bool:
+    if tag in _BOILERPLATE_TAGS:
+        return True
+    values = dict(attrs)
+    if (values.get("role") or "") in _BOILERPLATE_ROLES:
+        return True
+    return not _BOILERPLATE_CLASSES.isdisjoint((values.get("class") or "").split())
 
 
 def html(source: str, fallback_title: str) -> Outline:
@@ -146,9 +205,11 @@ def html(source: str, fallback_title: str) -> Outline:
     parser.feed(source)
     parser.close()
     parser._flush()
-    blocks = parser.blocks
-    title = next((b.text for b in blocks if b.kind == "title"), "")
-    title = title or next((b.text for b in blocks if b.kind == "heading"), fallback_title)
+    title = next((b.text for b in parser.blocks if b.kind == "title"), "")
+    blocks = parser.main_blocks or parser.blocks
+    first = next((b.text for b in blocks if b.kind == "heading" and b.level == 1), "")
+    if not title or (first and title != first and title.startswith(first)):
+        title = first or next((b.text for b in blocks if b.kind == "heading"), fallback_title)
     return _assemble(blocks, title)
 
 

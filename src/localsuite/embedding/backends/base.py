@@ -27,7 +27,8 @@ T = TypeVar("T")
 
 Vectors = npt.NDArray[np.float32]
 
-# A window that holds a whole RAG chunk (RAG_CHUNK_SIZE defaults to 512 tokens).
+# A window that holds a whole RAG chunk of any RAG_CHUNK_SIZE a user is likely to set
+# (the default is 192 tokens; the original suite's was 512).
 LONG_INPUT_TOKENS = 512
 
 
