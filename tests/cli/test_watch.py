@@ -118,7 +118,13 @@ def test_the_watch_shows_requests_circuits_servers_queues_and_restarts(
     assert cells(shown, "code-7b")[-4:-1] == ["0", "1", "-"]  # failovers, queue, ttft
     assert cells(shown, "inference-chat", after="deployments")[:2] == ["inference-chat", "open"]
     assert cells(shown, "inference-chat", after="servers")[0] == "loading"
-    assert cells(shown, "rag")[:3] == ["stopped", "down", "3"]
+    # rag waits for services this stack never starts: not up yet, not down
+    assert cells(shown, "rag")[:4] == [
+        "stopped",
+        "not yet",
+        "3",
+        "waiting for embedding, api-gateway",
+    ]
     assert cells(shown, "api-gateway")[:2] == ["stopped", "ok"]
 
 
@@ -186,6 +192,20 @@ def test_services_that_do_not_answer_show_as_down() -> None:
     assert "api-gateway does not answer" in shown and "rag does not answer" in shown
     nothing = asyncio.run(collect(CLOSED, {}, {}, clock=lambda: 0.0))
     assert nothing.services == () and "does not answer" in text(render.watch_view(nothing, None, 0))
+
+
+def test_a_service_still_waiting_for_its_dependencies_is_not_down() -> None:
+    known = stack_of(**{
+        "mcp-server": service(CLOSED, state=ProcessState.STOPPED, waiting_for=["rag"]),
+        "rag": service(CLOSED, state=ProcessState.STARTING),
+        "embedding": service(CLOSED, state=ProcessState.FAILED, last_error="exit 1"),
+    })  # fmt: skip
+    shot = asyncio.run(collect(CLOSED, {}, {}, known=known, clock=lambda: 0.0))
+    shown = text(render.watch_view(shot, None, 0.0))
+    assert cells(shown, "mcp-server")[:2] == ["stopped", "not yet"]
+    assert "waiting for rag" in shown
+    assert cells(shown, "rag")[:2] == ["starting", "not yet"]
+    assert cells(shown, "embedding")[:2] == ["failed", "down"]  # failed is down
 
 
 def test_an_unhealthy_answer_says_which_checks_fail() -> None:

@@ -156,13 +156,19 @@ def _services(current: Snapshot) -> Table:
         if s.state is not None:
             colour = STATE_COLOURS.get(s.state, OTHER_COLOUR)
             state = f"[{colour}]{s.state.value}[/{colour}]"
+        held = known.get(s.name)
+        # not up yet (starting, or waiting for its dependencies): no answer is expected
+        coming = held is not None and (
+            held.state is ProcessState.STARTING or bool(held.waiting_for)
+        )
         if not s.answered:
-            health = "[red]down[/red]"
+            health = "[yellow]not yet[/yellow]" if coming else "[red]down[/red]"
         elif s.healthy:
             health = "[green]ok[/green]"
         else:
             health = f"[yellow]{s.status}[/yellow]"
-        why = s.problem or (note(known[s.name]) if s.name in known else "")
+        said = note(held) if held is not None else ""
+        why = (said or s.problem) if coming else (s.problem or said)
         table.add_row(s.name, state, health, str(s.restarts), escape(why[:NOTE_WIDTH]))
     return table
 

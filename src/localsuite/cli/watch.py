@@ -9,7 +9,8 @@ own `/health` and `/metrics`, as one typed `Snapshot` per refresh.
     rates(earlier, later)        counters' change per second between two snapshots
 
 A service that does not answer is data (`Probe.error`), never an exception: the view
-shows it as down. Counters are totals since each service started; a total that went
+shows it as down, or as "not yet" while the supervisor is still starting it or it waits
+for its dependencies. Counters are totals since each service started; a total that went
 down means the service restarted, and its new total is what happened since.
 """
 
