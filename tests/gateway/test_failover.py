@@ -240,6 +240,15 @@ def test_models_health_and_metrics(stack: Stack) -> None:
         'localsuite_gateway_requests_total{alias="chat-7b",endpoint="chat",outcome="ok"}' in metrics
     )
     assert 'localsuite_gateway_backend_up{backend="inference-chat"} 1.0' in metrics
+    # before any failover, its series already exist at 0: rate() counts the first one
+    for alias, deployment in (
+        ("chat-7b", "inference-chat"),
+        ("chat-7b", "inference-code"),
+        ("code-7b", "inference-code"),
+        ("code-7b", "inference-chat"),
+    ):
+        assert (f'localsuite_gateway_failovers_total{{alias="{alias}",'
+                f'from_deployment="{deployment}"}} 0.0') in metrics  # fmt: skip
 
 
 def test_embeddings_without_the_service_is_a_clear_503(stack_factory: Any) -> None:

@@ -119,6 +119,9 @@ async def test_status_models_and_metrics(client: httpx.AsyncClient) -> None:
     assert (
         'localsuite_supervisor_service_state{service="api-gateway",state="stopped"} 1.0' in metrics
     )
+    for service in PRESETS["p2"]:  # at 0 before the first restart, for rate() to count it
+        assert f'localsuite_supervisor_restarts_total{{reason="crash",service="{service}"}} 0.0' \
+            in metrics  # fmt: skip
 
 
 async def test_the_api_key_guards_the_control_api(tmp_path: Path) -> None:

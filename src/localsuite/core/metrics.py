@@ -6,6 +6,7 @@ not import prometheus_client: it calls the small hook methods below.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +24,7 @@ from localsuite.core.breaker import BreakerState
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "RagMetrics", "new_registry", "render"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+RESTART_REASONS = ("crash", "unhealthy", "requested", "model_switch")
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
@@ -133,6 +135,13 @@ class GatewayMetrics:
     def failover(self, alias: str, deployment: str) -> None:
         self._child(self.failovers, alias, deployment).inc()
 
+    def declare(self, alias: str, deployments: Iterable[str]) -> None:
+        """An alias's failover series, at 0 before their first failover: a series that
+        first appears with its first increment has no sample before it, so `rate()` and
+        `increase()` never count that first failover."""
+        for deployment in deployments:
+            self._child(self.failovers, alias, deployment)
+
     def continuation(self, deployment: str, outcome: str) -> None:
         self._child(self.continuations, deployment, outcome).inc()
 
@@ -189,6 +198,12 @@ class SupervisorMetrics:
 
     def health_changed(self, service: str, healthy: bool) -> None:
         self.healthy.labels(service).set(1 if healthy else 0)
+
+    def declare(self, service: str) -> None:
+        """A service's restart series at 0 before its first restart (see
+        `GatewayMetrics.declare`)."""
+        for reason in RESTART_REASONS:
+            self.restarts.labels(service, reason)
 
     def restarted(self, service: str, reason: str) -> None:
         self.restarts.labels(service, reason).inc()

@@ -75,6 +75,9 @@ class Gateway:
                             self.admission.released)  # fmt: skip
         for server in table.servers.values():
             self.metrics.probe_result(server.name, server.health is Health.READY)
+        for alias in routing.routes:
+            groups = table.groups_of([alias])
+            self.metrics.declare(alias, [d.id for g in groups for d in g.deployments])
         return table
 
     def _new_server(self, spec: ServerSpec) -> Server:

@@ -88,6 +88,8 @@ class Supervisor:
             on_change=self._changed,
         )
         self.services = {spec.name: SupervisedService(spec, shared) for spec in specs}
+        for name in self.services:
+            self.metrics.declare(name)
         self.groups: dict[str, list[SupervisedService]] = {}
         for svc in self.services.values():
             self.groups.setdefault(svc.spec.group, []).append(svc)
