@@ -130,6 +130,14 @@ def test_html_keeps_the_pages_own_content_not_the_sites(
     assert all("¶" not in h for s in outline.sections for h in s.headings)
 
 
+def test_navigation_left_unclosed_does_not_swallow_the_content() -> None:
+    page = SPHINX.replace('<li>Python 3.11 Documentation &raquo;</li></ul></div>',
+                          '<li><div>Python 3.11 Documentation</li></ul></div>')  # fmt: skip
+    outline = html(page, "fallback")
+    assert "Encode Python objects as JSON text." in outline.text
+    assert "Python 3.11 Documentation" not in outline.text
+
+
 def test_a_heading_inside_main_opens_sections_as_elsewhere() -> None:
     outline = html(SPHINX, "fallback")
     assert sections_of(outline) == [

@@ -143,11 +143,13 @@ class _HtmlBlocks(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._skipped.see(tag, True)
         self._main.see(tag, True)
-        if not self._skipped.inside() and _boilerplate(tag, attrs):
-            self._skipped.enter(tag)
         if not self._main.inside() and (tag == "main" or ("role", "main") in attrs):
             self._flush()
             self._main.enter(tag)
+            self._skipped.depth = 0  # the content is never inside navigation: a skipped
+            # element left unclosed by sloppy HTML ends here, not at the end of the page
+        if not self._skipped.inside() and _boilerplate(tag, attrs):
+            self._skipped.enter(tag)
         if tag in _HIDDEN_TAGS:
             self._hidden += 1
         if tag == "title":
