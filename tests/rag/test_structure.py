@@ -130,6 +130,16 @@ def test_html_keeps_the_pages_own_content_not_the_sites(
     assert all("¶" not in h for s in outline.sections for h in s.headings)
 
 
+@pytest.mark.parametrize(
+    ("heading", "kept"),
+    [("Basic Usage¶", "Basic Usage"), ("Options §", "Options"), ("Install #", "Install"),
+     ("Calling it from C#", "Calling it from C#")],
+)  # fmt: skip
+def test_permalink_marks_leave_headings(heading: str, kept: str) -> None:
+    outline = html(f"<title>t</title><h2>{heading}</h2><p>Body.</p>", "fallback")
+    assert outline.sections[0].headings == (kept,)
+
+
 def test_navigation_left_unclosed_does_not_swallow_the_content() -> None:
     page = SPHINX.replace('<li>Python 3.11 Documentation &raquo;</li></ul></div>',
                           '<li><div>Python 3.11 Documentation</li></ul></div>')  # fmt: skip

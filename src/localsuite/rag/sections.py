@@ -9,7 +9,7 @@ it.
 
     HTML        the page's own content: only what is inside <main> (or role="main") when
                 the page marks it, and never navigation, search boxes, footers or
-                permalink marks (`_BOILERPLATE`: what generators such as Sphinx,
+                permalink marks (`_boilerplate`: what generators such as Sphinx,
                 MkDocs and Javadoc put on every page, "Next topic: ..." included, would
                 otherwise be found for other pages' questions); the title is
                 <title> (else the first <h1>), or the first <h1> when <title> is that
@@ -81,7 +81,8 @@ _BOILERPLATE_ROLES = frozenset({"navigation", "search", "contentinfo", "banner"}
 _BOILERPLATE_CLASSES = frozenset(
     {"headerlink", "sphinxsidebar", "related", "footer", "breadcrumbs", "skip-link"}
 )
-_PERMALINK = re.compile(r"\s*[\u00b6#\u00a7]$")  # the "¶" a generator puts after a heading
+# the mark a generator puts after a heading: "¶" or "§", or a "#" of its own ("C#" stays)
+_PERMALINK = re.compile(r"(?:\s*[\u00b6\u00a7]|\s+#)$")
 
 
 @dataclass
