@@ -158,8 +158,7 @@ class SentenceTransformersBackend(LocalModel):
 
         # What `SentenceTransformer.encode` does, keeping the token count, with the
         # texts in runs of similar length of at most PADDED_TOKENS (see there).
-        lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True,
-                   max_length=model.max_seq_length)["input_ids"]]  # fmt: skip
+        lengths = _lengths(model, texts)
         vectors = np.empty((len(texts), 0), dtype=np.float32)
         tokens = [0] * len(texts)
         with torch.inference_mode():
@@ -175,6 +174,16 @@ class SentenceTransformersBackend(LocalModel):
                 for i, n in zip(run, counted, strict=True):
                     tokens[i] = n
         return Embedded(as_matrix(vectors, len(texts)), tokens)
+
+
+def _lengths(model: Any, texts: list[str]) -> list[int]:
+    """Each text's tokens as the model will read it (truncated to its window); the
+    characters / 4 for a model whose first module has no tokenizer to ask."""
+    tokenizer = getattr(model[0], "tokenizer", None) if len(model) else None
+    if tokenizer is None:
+        return [len(text) // 4 + 1 for text in texts]
+    encoded = tokenizer(texts, truncation=True, max_length=model.max_seq_length)
+    return [len(ids) for ids in encoded["input_ids"]]
 
 
 def _runs(lengths: list[int], budget: int) -> list[list[int]]:
