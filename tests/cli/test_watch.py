@@ -87,7 +87,7 @@ def test_the_snapshot_holds_the_gateways_numbers_as_it_serves_them(troubled: Sta
     shot = asyncio.run(collect(CLOSED, {}, {}, known=known, clock=ticks.__next__))
     assert shot.at == 42.0 and shot.stack == known and shot.supervisor_error is not None
     assert shot.requests == {("chat-7b", "ok"): 1}
-    assert shot.failovers == {"chat-7b": 1}
+    assert shot.failovers == {"chat-7b": 1, "code-7b": 0}  # every alias's series, from 0
     assert shot.attempts[("inference-chat", "http_error")] == 2
     assert shot.attempts[("inference-code", "ok")] == 1
     assert shot.deployments["inference-chat"]["circuit"] == "open"
