@@ -157,22 +157,26 @@ class SentenceTransformersBackend(LocalModel):
         import torch
 
         # What `SentenceTransformer.encode` does, keeping the token count, with the
-        # texts in runs of similar length of at most PADDED_TOKENS (see there).
-        lengths = _lengths(model, texts)
-        vectors = np.empty((len(texts), 0), dtype=np.float32)
+        # texts in runs of similar length of at most PADDED_TOKENS (see there). A batch
+        # that fits in one run whatever its lengths (a question) is not tokenized twice.
+        if len(texts) * (model.max_seq_length or LONG_INPUT_TOKENS) <= PADDED_TOKENS:
+            runs = [list(range(len(texts)))]
+        else:
+            runs = _runs(_lengths(model, texts), PADDED_TOKENS)
+        parts = []
         tokens = [0] * len(texts)
         with torch.inference_mode():
-            for run in _runs(lengths, PADDED_TOKENS):
+            for run in runs:
                 features = model.preprocess([texts[i] for i in run])
                 mask = features.get("attention_mask")
-                counted = [int(n) for n in mask.sum(dim=1)] if mask is not None else [0] * len(run)
+                if mask is not None:
+                    for i, n in zip(run, mask.sum(dim=1).tolist(), strict=True):
+                        tokens[i] = int(n)
                 part = model(features)["sentence_embedding"]
-                part = torch.nn.functional.normalize(part, p=2, dim=1).numpy()
-                if not vectors.shape[1]:
-                    vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
-                vectors[run] = part
-                for i, n in zip(run, counted, strict=True):
-                    tokens[i] = n
+                parts.append(torch.nn.functional.normalize(part, p=2, dim=1))
+        stacked = torch.cat(parts).numpy()
+        vectors = np.empty_like(stacked)
+        vectors[[i for run in runs for i in run]] = stacked  # back in the caller's order
         return Embedded(as_matrix(vectors, len(texts)), tokens)
 
 
