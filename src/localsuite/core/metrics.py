@@ -181,7 +181,7 @@ class SupervisorMetrics:
         )
         self.restarts = Counter(
             "localsuite_supervisor_restarts_total",
-            "Restarts by service and reason (crash, unhealthy, requested, model_switch).",
+            f"Restarts by service and reason ({', '.join(RESTART_REASONS)}).",
             ["service", "reason"],
             registry=registry,
         )
